@@ -1,0 +1,88 @@
+"""Name -> factory registries shared by datasets, models, generators and metrics.
+
+Every component a sweep file can name is looked up here. Registration is explicit
+(the name is given, never derived from a function name), duplicates raise, and an
+unknown name is answered with the valid names and the closest match.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["Registry", "suggest"]
+
+
+def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Return a ' Did you mean ...?' hint for ``name`` among ``choices`` ('' if none is close)."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Registry(Generic[T]):
+    """A named collection of entries (usually factories) of one kind.
+
+    Args:
+        kind: what the entries are, used in messages ("dataset", "model", ...).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str, entry: T | None = None) -> Callable[[T], T] | T:
+        """Register ``entry`` under ``name``; usable as a decorator when ``entry`` is omitted.
+
+        Raises:
+            ValueError: if ``name`` is already registered or is not a non-empty string.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"A {self.kind} name must be a non-empty string. Got {name!r} instead.")
+
+        def add(value: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"The {self.kind} {name!r} is already registered.")
+            self._entries[name] = value
+            return value
+
+        if entry is None:
+            return add
+        return add(entry)
+
+    def get(self, name: str) -> T:
+        """Return the entry registered under ``name``.
+
+        Raises:
+            KeyError: for an unknown name, listing the valid names and the closest match.
+        """
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise KeyError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: object) -> str:
+        """The message used for an unknown name (also used by sweep-file validation)."""
+        names = self.names()
+        return (
+            f"Unknown {self.kind} {name!r}.{suggest(str(name), names)} "
+            f"Valid {self.kind} names: {', '.join(names)}."
+        )
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._entries[name]) for name in self.names()]

@@ -1,0 +1,96 @@
+"""Datasets: the ``Dataset`` type, synthetic generators, tabular loaders and the name registry.
+
+``load(name, seed=..., n_samples=..., **options)`` is how the simulation and sweep files
+obtain data; ``names()`` lists what can be loaded; ``register(name)`` adds a loader
+(a function ``(*, seed, n_samples=None, **options) -> Dataset``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from recourse_ray._registry import Registry
+from recourse_ray.data import synthetic
+from recourse_ray.data._dataset import Dataset, Standardizer
+
+__all__ = [
+    "Dataset",
+    "Standardizer",
+    "DATASETS",
+    "register",
+    "load",
+    "names",
+    "data_dir",
+    "set_data_dir",
+    "synthetic",
+    "tabular",
+]
+
+Loader = Callable[..., Dataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+_data_dir_override: Path | None = None
+
+
+def register(name: str, loader: Loader | None = None):
+    """Register a dataset loader ``(*, seed, n_samples=None, **options) -> Dataset`` under ``name``."""
+    return DATASETS.register(name, loader)
+
+
+def names() -> list[str]:
+    """Names of all registered datasets."""
+    return DATASETS.names()
+
+
+def load(name: str, *, seed: int | np.random.Generator, n_samples: int | None = None, **options) -> Dataset:
+    """Load the dataset registered under ``name``.
+
+    Args:
+        name: a registered name (see ``names()``).
+        seed: drives generation (synthetic) or subsampling (tabular).
+        n_samples: number of rows; the loader's default (1,000 synthetic, all balanced
+            rows for tabular) when None.
+        **options: loader-specific options (e.g. ``noise`` for ``moons``).
+    """
+    loader = DATASETS.get(name)
+    if n_samples is not None:
+        options["n_samples"] = n_samples
+    return loader(seed=seed, **options)
+
+
+def set_data_dir(path: str | os.PathLike | None) -> None:
+    """Set the directory holding the tabular CSVs (overrides ``RECOURSE_RAY_DATA``)."""
+    global _data_dir_override
+    _data_dir_override = None if path is None else Path(path)
+
+
+def data_dir() -> Path:
+    """The directory searched for tabular CSVs.
+
+    Order: ``set_data_dir``, the ``RECOURSE_RAY_DATA`` environment variable, then
+    ``~/.cache/recourse_ray/data``.
+    """
+    if _data_dir_override is not None:
+        return _data_dir_override
+    env = os.environ.get("RECOURSE_RAY_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "recourse_ray" / "data"
+
+
+def _synthetic_loader(fn: Callable[..., Dataset]) -> Loader:
+    def loader(*, seed, n_samples: int | None = None, **options) -> Dataset:
+        return fn(1000 if n_samples is None else n_samples, seed=seed, **options)
+
+    loader.__doc__ = fn.__doc__
+    loader.__name__ = fn.__name__
+    return loader
+
+
+for _name in ("overlapping", "linearly_separable", "circles", "moons", "blobs"):
+    register(_name, _synthetic_loader(getattr(synthetic, _name)))
+
+from recourse_ray.data import tabular  # noqa: E402  (registers the tabular loaders)

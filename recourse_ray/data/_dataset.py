@@ -1,0 +1,161 @@
+"""The ``Dataset`` type: features, binary labels and the metadata the simulation needs.
+
+Loaders (``synthetic.py``, ``tabular.py``) produce a ``Dataset``; the simulation splits it
+into train/test with :meth:`Dataset.split`, which also standardises the continuous
+columns with statistics fitted on the training rows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from recourse_ray._rng import as_rng
+
+__all__ = ["Dataset", "Standardizer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Standardizer:
+    """Per-column z-scoring fitted on training rows.
+
+    Attributes:
+        mean: (n_features,) float32; 0 for columns that are not standardised.
+        scale: (n_features,) float32; 1 for columns that are not standardised.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray, columns: np.ndarray) -> "Standardizer":
+        """Fit on ``X`` (n, d) for the columns where ``columns`` (d,) bool is True."""
+        X = np.asarray(X, dtype=np.float64)
+        mean = np.where(columns, X.mean(axis=0), 0.0)
+        std = X.std(axis=0)
+        # A constant column would divide by zero; leave it centred but unscaled.
+        scale = np.where(columns & (std > 0), std, 1.0)
+        return cls(mean=mean.astype(np.float32), scale=scale.astype(np.float32))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, dtype=np.float32) - self.mean) / self.scale).astype(np.float32)
+
+    def inverse_transform(self, X: np.ndarray) -> np.ndarray:
+        return (np.asarray(X, dtype=np.float32) * self.scale + self.mean).astype(np.float32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataset:
+    """A binary classification dataset.
+
+    Attributes:
+        X: (n_samples, n_features) float32 features.
+        y: (n_samples,) int64 labels in {0, 1}; 1 is the favourable (target) class.
+        feature_names: one name per column.
+        name: the dataset's name (the registry name for built-in datasets).
+        continuous: (n_features,) bool; True for columns that ``split`` standardises.
+        standardize: whether ``split`` z-scores the continuous columns by default
+            (True for tabular data, False for the synthetic 2-D sets, as in the study).
+        source: a short human-readable provenance string.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    name: str
+    continuous: np.ndarray | None = None
+    standardize: bool = False
+    source: str = ""
+    standardizer: Standardizer | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        X = np.ascontiguousarray(self.X, dtype=np.float32)
+        y = np.asarray(self.y)
+        problems = []
+        if X.ndim != 2:
+            problems.append(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+        if y.ndim != 1 or (X.ndim == 2 and y.shape[0] != X.shape[0]):
+            problems.append(f"y must be 1-D with one label per row of X; got shape {y.shape} for X {X.shape}")
+        if y.size and not np.isin(y, (0, 1)).all():
+            problems.append(f"y must contain only 0 and 1; got values {np.unique(y)[:10].tolist()}")
+        if X.ndim == 2 and len(self.feature_names) != X.shape[1]:
+            problems.append(f"feature_names has {len(self.feature_names)} names for {X.shape[1]} columns")
+        if X.size and not np.isfinite(X).all():
+            problems.append("X contains NaN or infinite values")
+        if problems:
+            raise ValueError(f"Invalid dataset {self.name!r}: " + "; ".join(problems) + ".")
+        continuous = (
+            np.ones(X.shape[1], dtype=bool) if self.continuous is None else np.asarray(self.continuous, dtype=bool)
+        )
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y.astype(np.int64))
+        object.__setattr__(self, "feature_names", tuple(self.feature_names))
+        object.__setattr__(self, "continuous", continuous)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    def class_counts(self) -> tuple[int, int]:
+        """(number of label-0 rows, number of label-1 rows)."""
+        n1 = int(self.y.sum())
+        return self.n_samples - n1, n1
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        """The rows selected by ``index`` (integer or boolean array)."""
+        return replace(self, X=self.X[index], y=self.y[index])
+
+    def with_data(self, X: np.ndarray, y: np.ndarray) -> "Dataset":
+        """A copy with new features and labels and the same metadata."""
+        return replace(self, X=X, y=y)
+
+    def split(
+        self,
+        test_size: float = 0.2,
+        *,
+        seed: int | np.random.Generator,
+        standardize: bool | None = None,
+    ) -> tuple["Dataset", "Dataset"]:
+        """Stratified train/test split.
+
+        Each class is shuffled and ``round(test_size * n_class)`` of its rows go to the
+        test split, so both splits keep the class balance.
+
+        Args:
+            test_size: share of rows in the test split, in (0, 1).
+            seed: int or numpy Generator driving the shuffle.
+            standardize: z-score the continuous columns with statistics of the training
+                split (applied to both splits); defaults to ``self.standardize``.
+
+        Returns:
+            (train, test); when standardised, both carry the fitted ``standardizer``.
+        """
+        if not (isinstance(test_size, (int, float)) and 0.0 < float(test_size) < 1.0):
+            raise ValueError(
+                f"The 'test_size' parameter of Dataset.split must be a float in the range (0, 1). Got {test_size!r} instead."
+            )
+        rng = as_rng(seed)
+        train_idx, test_idx = [], []
+        for label in (0, 1):
+            rows = np.flatnonzero(self.y == label)
+            rows = rows[rng.permutation(rows.size)]
+            n_test = int(round(test_size * rows.size))
+            test_idx.append(rows[:n_test])
+            train_idx.append(rows[n_test:])
+        train_rows = np.sort(np.concatenate(train_idx))
+        test_rows = np.sort(np.concatenate(test_idx))
+        train, test = self.subset(train_rows), self.subset(test_rows)
+        if self.standardize if standardize is None else standardize:
+            scaler = Standardizer.fit(train.X, self.continuous)
+            train = replace(train, X=scaler.transform(train.X), standardizer=scaler)
+            test = replace(test, X=scaler.transform(test.X), standardizer=scaler)
+        return train, test
+
+    def __repr__(self) -> str:
+        n0, n1 = self.class_counts()
+        return f"Dataset(name={self.name!r}, n_samples={self.n_samples}, n_features={self.n_features}, classes=({n0}, {n1}))"

@@ -1,0 +1,1 @@
+"""Tabular loaders (being written)."""
