@@ -45,7 +45,7 @@ def names() -> list[str]:
     return DATASETS.names()
 
 
-def load(name: str, *, seed: int | np.random.Generator, n_samples: int | None = None, **options) -> Dataset:
+def load(name: str, /, *, seed: int | np.random.Generator, n_samples: int | None = None, **options) -> Dataset:
     """Load the dataset registered under ``name``.
 
     Args:

@@ -1,1 +1,500 @@
-"""Tabular loaders (being written)."""
+"""Tabular datasets: CSV loading with the study's preprocessing, and the named real-world loaders.
+
+Sits between the files on disk and :class:`~recourse_ray.data.Dataset`. ``load_csv``
+applies the preprocessing of Altmeyer et al. (SaTML 2023) to any CSV with a target
+column: binarise/flip the target, drop columns, drop rows with missing values, one-hot
+encode categorical columns, undersample to balanced classes and draw a random subsample.
+Z-scoring is *not* done here: the returned Dataset has ``standardize=True`` and
+:meth:`Dataset.split` fits the statistics on the training rows only.
+
+The named loaders (``california_housing``, ``credit_default``, ``gmsc``,
+``german_credit``) read their file from :func:`recourse_ray.data.data_dir`; the ``csv``
+loader reads a user file (``load("csv", path=..., target=..., seed=...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recourse_ray import data as _data
+from recourse_ray._registry import suggest
+from recourse_ray._rng import as_rng
+from recourse_ray.data._dataset import Dataset
+
+__all__ = [
+    "load_csv",
+    "california_housing",
+    "credit_default",
+    "gmsc",
+    "german_credit",
+    "csv",
+    "MISSING_VALUES",
+    "FILES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Cell contents read as missing (the row is then dropped).
+MISSING_VALUES: tuple[str, ...] = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "?")
+
+#: File name of each named dataset inside the data directory.
+FILES: dict[str, str] = {
+    "california_housing": "california_housing.csv",
+    "credit_default": "uci_credit_card_default.csv",
+    "gmsc": "give_me_some_credit_balanced.csv",
+    "german_credit": "german_credit.csv",
+}
+
+
+class _Problems(list):
+    """Collects user-facing problems so that one error lists all of them."""
+
+    def raise_if_any(self, name: str, path: Path) -> None:
+        if self:
+            raise ValueError(f"Cannot load dataset {name!r} from {path}: " + "; ".join(self) + ".")
+
+
+def _names(value: str | Iterable[str] | None, param: str) -> tuple[str, ...]:
+    """Normalise a column-name option (a single name or a sequence) to a tuple of str."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return (str(value),)
+    try:
+        return tuple(str(v) for v in value)
+    except TypeError:
+        raise TypeError(
+            f"The {param!r} parameter of load_csv must be a column name or a sequence of column names. "
+            f"Got {value!r} instead."
+        ) from None
+
+
+def _missing_file_message(path: Path) -> str:
+    return (
+        f"Data file not found: {path}. The data directory is {_data.data_dir()}; set it with "
+        "recourse_ray.data.set_data_dir(...) or the RECOURSE_RAY_DATA environment variable "
+        "(see docs/data.md)."
+    )
+
+
+def _category_label(value: Any) -> str:
+    """'2' for 2 or 2.0, 'red' for 'red': the part after '=' in a one-hot column name."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (np.integer, np.bool_)):
+        return str(value.item())
+    return str(value)
+
+
+def _one_hot(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """(n,) values -> ((n, n_categories) 0/1 matrix, sorted categories)."""
+    categories, codes = np.unique(values, return_inverse=True)
+    codes = codes.reshape(-1)
+    onehot = np.zeros((values.shape[0], categories.shape[0]), dtype=np.float32)
+    onehot[np.arange(values.shape[0]), codes] = 1.0
+    return onehot, categories.tolist()
+
+
+def _binarise_target(
+    name: str,
+    text: np.ndarray,
+    numbers: np.ndarray | None,
+    *,
+    positive: Any,
+    threshold: Any,
+    problems: _Problems,
+) -> np.ndarray | None:
+    """The target column as 0/1 int64 (before ``flip``), or None after recording a problem.
+
+    Args:
+        name: the target column's name (for messages).
+        text: (n,) the column's cells as str.
+        numbers: (n,) float64 values when every cell is a number, else None.
+    """
+    if positive is not None and threshold is not None:
+        problems.append("pass either 'positive' or 'threshold', not both")
+        return None
+    if threshold is not None:
+        is_number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
+        if not (is_number or threshold == "median"):
+            problems.append(f"'threshold' must be a number or 'median'; got {threshold!r}")
+            return None
+        if numbers is None:
+            problems.append(f"'threshold' needs a numeric target, but column {name!r} holds text")
+            return None
+        cut = float(np.median(numbers)) if threshold == "median" else float(threshold)
+        return (numbers >= cut).astype(np.int64)
+    if positive is not None:
+        wanted = list(positive) if isinstance(positive, (list, tuple, set, frozenset)) else [positive]
+        if numbers is not None:
+            try:
+                return np.isin(numbers, [float(v) for v in wanted]).astype(np.int64)
+            except (TypeError, ValueError):
+                pass  # e.g. positive="yes" for a numeric column: compare as text (and fail the class check)
+        return np.isin(text, [str(v) for v in wanted]).astype(np.int64)
+    # No rule given: the column must already hold 0/1 labels.
+    if numbers is None or not np.isin(numbers, (0.0, 1.0)).all():
+        shown = np.unique(text)
+        problems.append(
+            f"target column {name!r} must hold 0/1 labels, but has values {shown[:6].tolist()}"
+            f"{' ...' if shown.size > 6 else ''}; pass positive=<value(s) meaning 1> or "
+            "threshold=<number or 'median'> to binarise it"
+        )
+        return None
+    return numbers.astype(np.int64)
+
+
+def _resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` as given; a relative path that does not exist is also tried inside the data directory."""
+    candidate = Path(path).expanduser()
+    if not candidate.exists() and not candidate.is_absolute():
+        in_data_dir = _data.data_dir() / candidate
+        if in_data_dir.exists():
+            return in_data_dir
+    return candidate
+
+
+def _check_n_samples(n_samples: object) -> int | None:
+    if n_samples is None:
+        return None
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
+        raise ValueError(
+            f"The 'n_samples' parameter of load_csv must be an int in the range [2, inf) or None. "
+            f"Got {n_samples!r} instead."
+        )
+    return int(n_samples)
+
+
+def _select_rows(
+    y: np.ndarray, *, n_samples: int | None, balance: bool, rng: np.random.Generator, problems: _Problems
+) -> np.ndarray | None:
+    """Indices (sorted, i.e. in file order) of the rows kept by balancing and subsampling.
+
+    Each class is permuted once and a prefix taken, so with the same seed a smaller
+    ``n_samples`` gives a subset of the rows of a larger one.
+    """
+    by_class = [np.flatnonzero(y == c) for c in (0, 1)]
+    counts = [rows.size for rows in by_class]
+    if balance:
+        if n_samples is None:
+            wanted = [min(counts)] * 2
+        else:
+            # As in the synthetic generators, an odd row goes to class 1.
+            wanted = [n_samples // 2, n_samples - n_samples // 2]
+            if wanted[0] > counts[0] or wanted[1] > counts[1]:
+                problems.append(
+                    f"n_samples={n_samples} needs {wanted[0]} rows of class 0 and {wanted[1]} of class 1, "
+                    f"but only {counts[0]} and {counts[1]} remain after preprocessing "
+                    f"(at most {2 * min(counts)} balanced rows)"
+                )
+                return None
+        chosen = [rows[rng.permutation(rows.size)[:k]] for rows, k in zip(by_class, wanted)]
+        return np.sort(np.concatenate(chosen))
+    if n_samples is None:
+        return np.arange(y.size)
+    if n_samples > y.size:
+        problems.append(f"n_samples={n_samples} is larger than the {y.size} rows left after preprocessing")
+        return None
+    return np.sort(rng.permutation(y.size)[:n_samples])
+
+
+def load_csv(
+    path: str | os.PathLike,
+    *,
+    target: str,
+    seed: int | np.random.Generator,
+    n_samples: int | None = None,
+    name: str | None = None,
+    positive: Any = None,
+    threshold: float | str | None = None,
+    flip: bool = False,
+    drop: str | Sequence[str] = (),
+    categorical: str | Sequence[str] = (),
+    balance: bool = True,
+    missing_values: Sequence[str] = MISSING_VALUES,
+    source: str | None = None,
+) -> Dataset:
+    """Load a CSV with a binary (or binarisable) target and apply the study's preprocessing.
+
+    Steps, in order: drop the ``drop`` columns; drop every row with a missing value
+    (``missing_values`` cells, NaN) in the remaining columns; binarise the target
+    (``threshold`` or ``positive``, else it must be 0/1) and ``flip`` it; one-hot encode
+    the ``categorical`` columns (columns named ``"SEX=2"``, one per value seen in the
+    file, recorded as non-continuous); undersample the majority class (``balance``);
+    draw ``n_samples`` rows at random. Rows keep their file order. All randomness comes
+    from one numpy Generator made from ``seed``.
+
+    Features are *not* standardised here: the Dataset has ``standardize=True`` and
+    :meth:`Dataset.split` z-scores the continuous columns with training statistics.
+
+    Args:
+        path: the CSV file (header row required). A relative path that does not exist
+            is also looked up inside :func:`recourse_ray.data.data_dir`.
+        target: name of the target column.
+        seed: int or numpy Generator driving balancing and subsampling.
+        n_samples: rows to return; None keeps every row left after balancing. With
+            ``balance`` the classes get ``n_samples // 2`` and ``n_samples - n_samples // 2``
+            rows.
+        name: the Dataset's name; defaults to the file's stem.
+        positive: target value, or list of values, that mean 1 (all others mean 0).
+        threshold: a number, or ``"median"``: ``y = target >= threshold``.
+        flip: swap labels 0 and 1 after binarisation (1 must be the favourable outcome).
+        drop: columns to remove before anything else (e.g. an ID column).
+        categorical: columns to one-hot encode (numeric codes or strings).
+        balance: undersample the majority class to the size of the minority class.
+        missing_values: cell contents that mean "missing" (default: empty, NA, N/A, NaN,
+            nan, NULL, null, ?).
+        source: provenance string stored in the Dataset; defaults to the file path.
+
+    Returns:
+        Dataset with X (n_rows, n_features) float32, y (n_rows,) in {0, 1},
+        ``continuous`` False for one-hot columns, ``standardize=True``.
+
+    Raises:
+        ValueError: listing every problem found: missing or empty file, unknown target,
+            ``drop`` or ``categorical`` column, non-numeric columns not declared
+            categorical, a single-class target, NaN/inf left after dropping missing rows,
+            too few rows for ``n_samples``.
+    """
+    rng = as_rng(seed)
+    n_samples = _check_n_samples(n_samples)
+    if not isinstance(target, (str, int)) or isinstance(target, bool):
+        raise TypeError(f"The 'target' parameter of load_csv must be a column name (str). Got {target!r} instead.")
+    target = str(target)
+    drop_cols = tuple(dict.fromkeys(_names(drop, "drop")))
+    cat_cols = tuple(dict.fromkeys(_names(categorical, "categorical")))
+    file = _resolve_path(path)
+    name = file.stem if name is None else str(name)
+    if not file.is_file():
+        raise ValueError(f"Cannot load dataset {name!r}: {_missing_file_message(file)}")
+    if file.stat().st_size == 0:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).")
+    try:
+        # Every cell is read as text and converted below: full-file schema inference is
+        # slow, and per-column inference from a prefix fails on values like "1e+05".
+        frame = pl.read_csv(file, null_values=list(missing_values), infer_schema=False)
+    except pl.exceptions.NoDataError:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).") from None
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file could not be parsed as CSV ({err}).") from None
+
+    problems = _Problems()
+    columns = frame.columns
+    if frame.height == 0:
+        problems.append("the file has a header but no data rows")
+    if target not in columns:
+        problems.append(
+            f"the target column {target!r} is not in the file.{suggest(target, columns)} "
+            f"Available columns: {', '.join(columns)}"
+        )
+    for param, wanted in (("drop", drop_cols), ("categorical", cat_cols)):
+        for col in wanted:
+            if col not in columns:
+                problems.append(f"the {param} column {col!r} is not in the file.{suggest(col, columns)}")
+            elif col == target:
+                problems.append(f"the target column {target!r} cannot also be a {param} column")
+    frame = frame.drop([c for c in drop_cols if c in columns and c != target])
+    features = [c for c in frame.columns if c != target]
+    if not features and target in columns:
+        problems.append("no feature columns are left besides the target")
+
+    frame = frame.with_columns(pl.all().str.strip_chars())
+    numeric = frame.select(pl.all().cast(pl.Float64, strict=False))
+    # A column is numeric when every non-missing cell parsed as a number.
+    is_numeric = {c: numeric[c].null_count() == frame[c].null_count() for c in frame.columns}
+    non_numeric = [c for c in features if c not in cat_cols and not is_numeric[c]]
+    if non_numeric:
+        described = []
+        for c in non_numeric:
+            bad = frame[c].filter(frame[c].is_not_null() & numeric[c].is_null())
+            described.append(f"{c!r} (e.g. {bad[0]!r})")
+        problems.append(
+            f"non-numeric columns {', '.join(described)}: list them in 'categorical' to one-hot encode them, "
+            "or in 'drop' to remove them"
+        )
+    problems.raise_if_any(name, file)
+
+    # Missing values: a missing cell, or NaN in a numeric column, drops the row.
+    missing_cells = frame.select(pl.all().is_null()).to_numpy()
+    numeric_cols = [j for j, c in enumerate(frame.columns) if is_numeric[c]]
+    if numeric_cols:
+        missing_cells[:, numeric_cols] |= np.isnan(numeric.select(frame.columns[j] for j in numeric_cols).to_numpy())
+    missing = missing_cells.any(axis=1)
+    if missing.any():
+        logger.info("%s: dropped %d of %d rows with missing values", name, int(missing.sum()), frame.height)
+        if missing.all():
+            per_column = dict(zip(frame.columns, missing_cells.sum(axis=0).tolist()))
+            shown = ", ".join(f"{c!r} ({n})" for c, n in sorted(per_column.items(), key=lambda kv: -kv[1])[:8] if n)
+            problems.append(f"every row has a missing value (missing cells per column: {shown})")
+            problems.raise_if_any(name, file)
+        keep = pl.Series(~missing)
+        frame, numeric = frame.filter(keep), numeric.filter(keep)
+
+    y = _binarise_target(
+        target,
+        frame[target].to_numpy().astype(str),
+        numeric[target].to_numpy() if is_numeric[target] else None,
+        positive=positive,
+        threshold=threshold,
+        problems=problems,
+    )
+    if y is not None:
+        if flip:
+            y = 1 - y
+        n1 = int(y.sum())
+        if n1 in (0, y.size):
+            problems.append(
+                f"the target {target!r} has a single class after preprocessing (all {y.size} rows are "
+                f"{int(n1 > 0)}); a binary classification dataset needs both classes"
+            )
+
+    blocks: list[np.ndarray] = []
+    feature_names: list[str] = []
+    continuous: list[bool] = []
+    for col in features:
+        if col in cat_cols:
+            # Numeric codes sort as numbers (2 before 10), text as text.
+            values = numeric[col].to_numpy() if is_numeric[col] else frame[col].to_numpy().astype(str)
+            onehot, categories = _one_hot(values)
+            blocks.append(onehot)
+            feature_names.extend(f"{col}={_category_label(v)}" for v in categories)
+            continuous.extend([False] * len(categories))
+        else:
+            blocks.append(numeric[col].to_numpy().reshape(-1, 1))
+            feature_names.append(col)
+            continuous.append(True)
+    X = np.concatenate(blocks, axis=1)
+    finite = np.isfinite(X)
+    if not finite.all():
+        bad_cols = [feature_names[j] for j in np.flatnonzero(~finite.all(axis=0))]
+        problems.append(f"infinite values in columns {', '.join(map(repr, bad_cols))}")
+    problems.raise_if_any(name, file)
+
+    rows = _select_rows(y, n_samples=n_samples, balance=balance, rng=rng, problems=problems)
+    problems.raise_if_any(name, file)
+    return Dataset(
+        X=X[rows].astype(np.float32),
+        y=y[rows],
+        feature_names=tuple(feature_names),
+        name=name,
+        continuous=np.asarray(continuous, dtype=bool),
+        standardize=True,
+        source=str(file) if source is None else source,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Named datasets of the study (files described in ../shared/data/README.md)
+
+_OPTIONS = (
+    "target", "name", "positive", "threshold", "flip", "drop", "categorical", "balance", "missing_values", "source"
+)
+
+
+def _named(
+    dataset: str, *, seed: int | np.random.Generator, n_samples: int | None, options: dict[str, Any], **defaults: Any
+) -> Dataset:
+    unknown = [key for key in options if key not in _OPTIONS]
+    if unknown:
+        hints = "".join(suggest(key, _OPTIONS) for key in unknown)
+        raise TypeError(
+            f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}.{hints} "
+            f"Valid options: seed, n_samples, {', '.join(_OPTIONS)}."
+        )
+    settings = {"name": dataset, **defaults, **options}
+    return load_csv(_data.data_dir() / FILES[dataset], seed=seed, n_samples=n_samples, **settings)
+
+
+def california_housing(*, seed: int | np.random.Generator, n_samples: int | None = None, **options: Any) -> Dataset:
+    """California Housing (StatLib via scikit-learn): y = 1 when the median house value is at least its median.
+
+    8 continuous features in raw units. Balanced by undersampling; the study uses
+    ``n_samples=5000``. ``options`` override any :func:`load_csv` setting.
+    """
+    return _named(
+        "california_housing", seed=seed, n_samples=n_samples, options=options,
+        target="target", threshold="median",
+        source="california_housing.csv (StatLib, via scikit-learn): y = value >= median",
+    )
+
+
+def credit_default(*, seed: int | np.random.Generator, n_samples: int | None = None, **options: Any) -> Dataset:
+    """UCI credit card default (Yeh & Lien 2009), flipped so that y = 1 means *no* default.
+
+    ``ID`` is dropped; SEX, EDUCATION and MARRIAGE are one-hot encoded (``"SEX=2"`` ...).
+    Balanced by undersampling (23,364 / 6,636 in the file); the study uses ``n_samples=5000``.
+    """
+    return _named(
+        "credit_default", seed=seed, n_samples=n_samples, options=options,
+        target="default.payment.next.month", flip=True, drop=("ID",),
+        categorical=("SEX", "EDUCATION", "MARRIAGE"),
+        source="uci_credit_card_default.csv (UCI, Yeh & Lien 2009): y = no default",
+    )
+
+
+def gmsc(*, seed: int | np.random.Generator, n_samples: int | None = None, **options: Any) -> Dataset:
+    """Give Me Some Credit (Kaggle 2011), already balanced; y = 1 means no serious delinquency.
+
+    10 continuous features in raw units; the study uses ``n_samples=5000``.
+    """
+    return _named(
+        "gmsc", seed=seed, n_samples=n_samples, options=options,
+        target="target",
+        source="give_me_some_credit_balanced.csv (Kaggle 2011): y = no serious delinquency",
+    )
+
+
+def german_credit(*, seed: int | np.random.Generator, n_samples: int | None = None, **options: Any) -> Dataset:
+    """Statlog German Credit, numeric variant (24 integer-coded features); y = 1 means good credit.
+
+    The target column ``24`` is mapped 1 (good) -> 1, 2 (bad) -> 0. 1,000 rows (700 / 300),
+    600 after balancing: small and fast, mainly for tests.
+    """
+    return _named(
+        "german_credit", seed=seed, n_samples=n_samples, options=options,
+        target="24", positive=1,
+        source="german_credit.csv (Statlog, numeric): y = good credit",
+    )
+
+
+def csv(
+    *,
+    seed: int | np.random.Generator,
+    n_samples: int | None = None,
+    path: str | os.PathLike | None = None,
+    target: str | None = None,
+    **options: Any,
+) -> Dataset:
+    """A user CSV: ``load("csv", path=..., target=..., seed=...)``; ``options`` go to :func:`load_csv`."""
+    missing = [key for key, value in (("path", path), ("target", target)) if value is None]
+    if missing:
+        raise ValueError(
+            f"The 'csv' dataset needs the option(s) {', '.join(map(repr, missing))}, e.g. "
+            "load('csv', path='my.csv', target='label', seed=0)."
+        )
+    unknown = [key for key in options if key not in _OPTIONS]
+    if unknown:
+        hints = "".join(suggest(key, _OPTIONS) for key in unknown)
+        raise TypeError(
+            f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset 'csv'.{hints} "
+            f"Valid options: path, seed, n_samples, {', '.join(_OPTIONS)}."
+        )
+    return load_csv(path, target=target, seed=seed, n_samples=n_samples, **options)
+
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "california_housing": california_housing,
+    "credit_default": credit_default,
+    "gmsc": gmsc,
+    "german_credit": german_credit,
+    "csv": csv,
+}
+for _name, _loader in _LOADERS.items():
+    _data.register(_name, _loader)
