@@ -1,0 +1,306 @@
+"""The ``recourse-ray`` command line: run | resume | status | report | validate | datasets | generators | models.
+
+Exit codes: 0 everything done, 1 some systems failed, 2 bad input (nothing was run and
+nothing on disk was changed), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit code is 2 as well; keep the message short
+        self.print_usage(sys.stderr)
+        print(f"recourse-ray: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _bad_input(message: str) -> int:
+    print(f"recourse-ray: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="Ray address: omit for an embedded local Ray; 'auto' or 'ray://host:port' to join a cluster")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    p.add_argument("--store-states", action="store_true", help="also store each system's final data, weights and (2-D) probability surfaces")
+    p.add_argument("--no-progress", action="store_true", help="do not draw the progress line")
+    p.add_argument("--max-in-flight", type=int, default=None, help="system tasks submitted at once (default: 2 x cluster CPUs)")
+    p.add_argument("--retry-failed", action="store_true", help="also rerun systems recorded as failed")
+    p.add_argument("--force", action="store_true", help="accept a results directory recorded with a different sweep spec")
+    p.add_argument("--py-modules", nargs="*", default=None, help="local packages/modules shipped to cluster workers (Ray runtime_env py_modules)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recourse-ray", description="Simulate the dynamics of algorithmic recourse as Ray sweeps.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a sweep file")
+    p.add_argument("sweep", help="sweep file (YAML)")
+    p.add_argument("--results", default="results", help="results root; the sweep writes to RESULTS/<sweep name> (default: results)")
+    _add_run_options(p)
+
+    p = sub.add_parser("resume", help="run what is missing in a results directory")
+    p.add_argument("results_dir", help="a sweep's results directory (RESULTS/<sweep name>)")
+    p.add_argument("--sweep", default=None, help="sweep file to resume with (default: the spec recorded in the directory)")
+    _add_run_options(p)
+
+    p = sub.add_parser("status", help="done / failed / missing systems of a results directory")
+    p.add_argument("results_dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("report", help="aggregate report (HTML, Markdown, figures, tables) of a results directory")
+    p.add_argument("results_dir")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: reports/<sweep name>)")
+
+    p = sub.add_parser("validate", help="check a sweep file and print its grid")
+    p.add_argument("sweep")
+    p.add_argument("--systems", action="store_true", help="list every system with its key")
+
+    p = sub.add_parser("datasets", help="list datasets")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "info"])
+    p.add_argument("name", nargs="?")
+    sub.add_parser("generators", help="list generators and their defaults")
+    sub.add_parser("models", help="list classifiers and their defaults")
+    return parser
+
+
+def _runtime_env(args) -> dict | None:
+    if not args.py_modules:
+        return None
+    missing = [m for m in args.py_modules if not Path(m).exists()]
+    if missing:
+        raise FileNotFoundError(f"--py-modules: {', '.join(missing)} not found")
+    return {"py_modules": [str(Path(m).resolve()) for m in args.py_modules]}
+
+
+def _run(sweep, results_dir: str, args) -> int:
+    from recourse_ray.sweep import SpecChanged, run_sweep
+
+    if args.num_cpus is not None and args.num_cpus < 1:
+        return _bad_input(f"--num-cpus must be >= 1. Got {args.num_cpus} instead.")
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        return _bad_input(f"--max-in-flight must be >= 1. Got {args.max_in_flight} instead.")
+    try:
+        runtime_env = _runtime_env(args)
+    except FileNotFoundError as exc:
+        return _bad_input(str(exc))
+    try:
+        outcome = run_sweep(
+            sweep,
+            results_dir,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            retry_failed=args.retry_failed,
+            force=args.force,
+            store_states=args.store_states,
+            max_in_flight=args.max_in_flight,
+            progress=False if args.no_progress else None,
+            runtime_env=runtime_env,
+        )
+    except SpecChanged as exc:
+        return _bad_input(str(exc))
+    except PermissionError as exc:
+        print(f"recourse-ray: error: cannot write to the results directory: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{outcome.results_dir}: {len(outcome.done)} systems run, {outcome.skipped} already done, "
+        f"{len(outcome.failed)} failed, of {outcome.total} ({outcome.seconds:.1f} s)"
+        + (" -- interrupted" if outcome.interrupted else "")
+    )
+    for key, first in outcome.failed.items():
+        print(f"  failed {key}: {first}")
+    return outcome.exit_code
+
+
+def _load_spec(path: str):
+    from recourse_ray import spec as spec_mod
+
+    return spec_mod.load(path)
+
+
+def cmd_run(args) -> int:
+    from recourse_ray.spec import SpecError
+
+    try:
+        sweep = _load_spec(args.sweep)
+    except SpecError as exc:
+        return _bad_input(str(exc))
+    results_dir = str(Path(args.results) / sweep.name) if "://" not in args.results else f"{args.results.rstrip('/')}/{sweep.name}"
+    return _run(sweep, results_dir, args)
+
+
+def cmd_resume(args) -> int:
+    from recourse_ray import spec as spec_mod
+    from recourse_ray.store import NotAResultsDirectory, ResultsStore
+
+    store = ResultsStore(args.results_dir)
+    try:
+        text = store.read_spec()
+    except NotAResultsDirectory as exc:
+        return _bad_input(str(exc))
+    try:
+        if args.sweep:
+            sweep = spec_mod.load(args.sweep)
+        else:
+            sweep = spec_mod.loads(text, source=f"{args.results_dir}/sweep.yaml")
+    except spec_mod.SpecError as exc:
+        return _bad_input(str(exc))
+    return _run(sweep, args.results_dir, args)
+
+
+def status_summary(results_dir: str) -> dict:
+    """Done / failed / missing systems of a results directory (used by ``status``)."""
+    from recourse_ray import spec as spec_mod
+    from recourse_ray.store import ResultsStore
+
+    store = ResultsStore(results_dir)
+    sweep = spec_mod.loads(store.read_spec(), source=f"{results_dir}/sweep.yaml", check_data=False)
+    systems = sweep.systems()
+    done, failures = store.committed_keys(), store.failures()
+    expected = {s.key: s for s in systems}
+    missing = [s.label for k, s in expected.items() if k not in done and k not in failures]
+    return {
+        "sweep": sweep.name,
+        "results_dir": store.uri,
+        "total": len(systems),
+        "done": len(done & expected.keys()),
+        "failed": len(set(failures) & expected.keys()),
+        "missing": len(missing),
+        "missing_systems": missing,
+        "failures": [
+            {"system": expected[k].label if k in expected else k, "key": k, "error": f.get("error", "")}
+            for k, f in failures.items()
+        ],
+    }
+
+
+def cmd_status(args) -> int:
+    from recourse_ray.spec import SpecError
+    from recourse_ray.store import NotAResultsDirectory
+
+    try:
+        summary = status_summary(args.results_dir)
+    except (NotAResultsDirectory, SpecError) as exc:
+        return _bad_input(str(exc))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return EXIT_OK
+    print(f"sweep {summary['sweep']} at {summary['results_dir']}")
+    print(f"  {summary['done']} done, {summary['failed']} failed, {summary['missing']} missing, of {summary['total']}")
+    for f in summary["failures"]:
+        print(f"  FAILED {f['system']} [{f['key']}]: {f['error']}")
+    for label in summary["missing_systems"][:20]:
+        print(f"  missing {label}")
+    if summary["missing"] > 20:
+        print(f"  ... and {summary['missing'] - 20} more missing")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from recourse_ray.store import NotAResultsDirectory, ResultsStore
+
+    store = ResultsStore(args.results_dir)
+    try:
+        store.check()
+    except NotAResultsDirectory as exc:
+        return _bad_input(str(exc))
+    from recourse_ray.report import build_report
+
+    out = args.out or str(Path("reports") / Path(store.path).name)
+    path = build_report(args.results_dir, out)
+    print(f"report written to {path}")
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from recourse_ray.spec import SpecError
+
+    try:
+        sweep = _load_spec(args.sweep)
+    except SpecError as exc:
+        return _bad_input(str(exc))
+    systems = sweep.systems()
+    g = sweep.grid
+    print(
+        f"{args.sweep}: valid. {len(systems)} systems = {len(g['dataset'])} datasets x {len(g['model'])} models x "
+        f"{len(g['generator'])} generators x {len(sweep.seeds)} seeds"
+    )
+    print(sweep.to_yaml())
+    if args.systems:
+        for s in systems:
+            print(f"{s.key}  {s.label}")
+    return EXIT_OK
+
+
+def cmd_datasets(args) -> int:
+    from recourse_ray import data
+
+    if args.action == "list":
+        for name in data.names():
+            print(name)
+        return EXIT_OK
+    if not args.name:
+        return _bad_input("datasets info needs a dataset NAME.")
+    try:
+        ds = data.load(args.name, seed=0)
+    except (KeyError, ValueError, OSError) as exc:
+        return _bad_input(exc.args[0] if exc.args else str(exc))
+    n0, n1 = ds.class_counts()
+    print(f"{ds.name}: {ds.n_samples} rows, {ds.n_features} features, classes 0/1 = {n0}/{n1}")
+    print(f"source: {ds.source}")
+    print("features: " + ", ".join(ds.feature_names))
+    return EXIT_OK
+
+
+def cmd_generators(args) -> int:
+    from recourse_ray import generators
+
+    for name in generators.names():
+        print(f"{name}: {json.dumps(generators.create(name).to_dict(), default=str)}")
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from recourse_ray import models
+
+    for name in models.names():
+        print(f"{name}: {json.dumps(models.defaults(name))}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "status": cmd_status,
+    "report": cmd_report,
+    "validate": cmd_validate,
+    "datasets": cmd_datasets,
+    "generators": cmd_generators,
+    "models": cmd_models,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else (logging.INFO if args.verbose == 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("recourse-ray: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""Sweep files: parse, validate, and expand the grid into system specs with stable keys.
+
+A sweep file (YAML) names a grid of datasets x models x generators x seeds and the
+settings shared by all systems. ``load(path)`` validates everything before anything
+runs and reports *every* problem in one ``SpecError``; ``SweepSpec.systems()`` expands
+the grid into ``SystemSpec``s whose ``key`` is a hash of the fully resolved settings,
+so any change to what a system computes gives it a new key.
+
+See ``docs/sweep-files.md`` for the reference of every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recourse_ray import data as data_mod
+from recourse_ray import generators as gen_mod
+from recourse_ray import metrics as metrics_mod
+from recourse_ray import models as models_mod
+from recourse_ray._registry import suggest
+from recourse_ray.simulation import SetupSettings, SimulationSettings, settings_dict
+
+__all__ = ["SpecError", "SweepSpec", "SystemSpec", "load", "loads", "parse"]
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "seeds",
+    "sweep_seed",
+    "shared_setup",
+    "grid",
+    "simulation",
+    "setup",
+    "metrics",
+    "generators",
+    "models",
+    "datasets",
+    "timeout_s",
+)
+GRID_AXES = ("dataset", "model", "generator")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+KEY_LENGTH = 16
+
+
+class SpecError(ValueError):
+    """A sweep file has problems; ``problems`` lists every one of them."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"Invalid sweep file {source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemSpec:
+    """One fully resolved recourse system of a sweep."""
+
+    sweep: str
+    dataset: str
+    dataset_preset: str
+    dataset_options: dict
+    model: str
+    model_preset: str
+    model_params: dict
+    generator: str
+    generator_preset: str
+    generator_overrides: dict
+    seed: int
+    setup_seed: int
+    sweep_seed: int
+    simulation: SimulationSettings
+    setup: SetupSettings
+    metrics: Any  # recourse_ray.metrics.MetricSettings
+    timeout_s: float | None = None
+    key: str = ""
+
+    def resolved(self) -> dict:
+        """Everything that determines the system's output, as plain data."""
+        return {
+            "dataset": {"name": self.dataset, "preset": self.dataset_preset, "options": self.dataset_options},
+            "model": {"name": self.model, "preset": self.model_preset, "params": self.model_params},
+            "generator": {"name": self.generator, "preset": self.generator_preset, "overrides": self.generator_overrides},
+            "seed": self.seed,
+            "setup_seed": self.setup_seed,
+            "sweep_seed": self.sweep_seed,
+            "simulation": settings_dict(self.simulation),
+            "setup": settings_dict(self.setup),
+            "metrics": settings_dict(self.metrics),
+        }
+
+    @property
+    def data_key(self) -> str:
+        """Key of the shared data split this system starts from."""
+        return _hash(
+            {"dataset": self.dataset_options | {"preset": self.dataset_preset}, "setup_seed": self.setup_seed,
+             "sweep_seed": self.sweep_seed, "n_samples": self.setup.n_samples, "test_size": self.setup.test_size,
+             "name": self.dataset}
+        )
+
+    @property
+    def model_key(self) -> str:
+        """Key of the shared pretrained classifier."""
+        s = self.setup
+        return _hash(
+            {"data": self.data_key, "model": self.model, "preset": self.model_preset, "params": self.model_params,
+             "epochs": s.pretrain_epochs, "batch": s.pretrain_batch_size, "lr": s.pretrain_lr}
+        )
+
+    @property
+    def vae_key(self) -> str:
+        """Key of the shared pretrained VAE."""
+        s = self.setup
+        return _hash(
+            {"data": self.data_key, "latent": s.vae_latent_dim, "hidden": s.vae_hidden, "epochs": s.vae_epochs,
+             "batch": s.vae_batch_size}
+        )
+
+    def identity_columns(self) -> dict:
+        return {
+            "sweep": self.sweep,
+            "system_key": self.key,
+            "dataset": self.dataset,
+            "model": self.model,
+            "generator": self.generator,
+            "seed": self.seed,
+        }
+
+    def create_generator(self):
+        return gen_mod.create(self.generator_preset, **self.generator_overrides)
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.generator}/seed={self.seed}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """A validated sweep file."""
+
+    name: str
+    description: str = ""
+    seeds: tuple[int, ...] = (0,)
+    sweep_seed: int = 0
+    shared_setup: bool = True
+    grid: dict = field(default_factory=dict)
+    simulation: SimulationSettings = SimulationSettings()
+    setup: SetupSettings = SetupSettings()
+    metrics: Any = None
+    generators: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    datasets: dict = field(default_factory=dict)
+    timeout_s: float | None = None
+    source: str = "<string>"
+
+    def systems(self) -> list[SystemSpec]:
+        """The grid expanded in a stable order (dataset, model, generator, seed)."""
+        out = []
+        for d, m, g, seed in itertools.product(
+            self.grid["dataset"], self.grid["model"], self.grid["generator"], self.seeds
+        ):
+            dvar = self.datasets.get(d, {"preset": d})
+            mvar = self.models.get(m, {"preset": m})
+            gvar = self.generators.get(g, {"preset": g})
+            setup = replace(self.setup, **dvar.get("setup", {}))
+            goverrides = {**dvar.get("search", {}), **{k: v for k, v in gvar.items() if k != "preset"}}
+            spec = SystemSpec(
+                sweep=self.name,
+                dataset=d,
+                dataset_preset=dvar["preset"],
+                dataset_options={k: v for k, v in dvar.items() if k not in ("preset", "setup", "search")},
+                model=m,
+                model_preset=mvar["preset"],
+                model_params={k: v for k, v in mvar.items() if k != "preset"},
+                generator=g,
+                generator_preset=gvar["preset"],
+                generator_overrides=goverrides,
+                seed=int(seed),
+                setup_seed=0 if self.shared_setup else int(seed),
+                sweep_seed=self.sweep_seed,
+                simulation=self.simulation,
+                setup=setup,
+                metrics=self.metrics,
+                timeout_s=self.timeout_s,
+            )
+            out.append(replace(spec, key=_hash(spec.resolved())))
+        return out
+
+    def to_dict(self) -> dict:
+        """The resolved spec as plain data (what ``sweep.yaml`` in the results holds)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seeds": list(self.seeds),
+            "sweep_seed": self.sweep_seed,
+            "shared_setup": self.shared_setup,
+            "timeout_s": self.timeout_s,
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "simulation": settings_dict(self.simulation),
+            "setup": settings_dict(self.setup),
+            "metrics": settings_dict(self.metrics),
+            "generators": self.generators,
+            "models": self.models,
+            "datasets": self.datasets,
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def _hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+
+
+def _type_name(v: object) -> str:
+    return type(v).__name__
+
+
+def _settings(cls, raw: Any, section: str, problems: list[str], base=None):
+    """Build a settings dataclass from a mapping, reporting unknown keys and bad values."""
+    base = base if base is not None else cls()
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        problems.append(f"'{section}' must be a mapping of settings. Got {_type_name(raw)} instead.")
+        return base
+    valid = [f.name for f in fields(cls)]
+    good = {}
+    for key, value in raw.items():
+        if key not in valid:
+            problems.append(f"Unknown key '{key}' in '{section}'.{suggest(str(key), valid)} Valid keys: {', '.join(valid)}.")
+        else:
+            good[key] = value
+    try:
+        obj = replace(base, **good)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"In '{section}': {exc}")
+        return base
+    try:
+        own = obj.problems()
+    except (TypeError, ValueError) as exc:
+        own = [str(exc)]
+    problems.extend(f"In '{section}': {p}" for p in own)
+    return obj
+
+
+def _variants(raw: Any, section: str, registry_names: list[str], kind: str, problems: list[str]) -> dict:
+    """Named variants ``{name: {preset: P, ...}}`` over registered presets."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"'{section}' must be a mapping of variant name -> settings. Got {_type_name(raw)} instead.")
+        return {}
+    out = {}
+    for name, body in raw.items():
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            problems.append(f"Invalid {kind} variant name {name!r} in '{section}': use letters, digits, '_', '.', '-'.")
+            continue
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            problems.append(f"The {kind} variant '{name}' must be a mapping. Got {_type_name(body)} instead.")
+            continue
+        preset = body.get("preset", name)
+        if not isinstance(preset, str) or preset not in registry_names:
+            problems.append(
+                f"Unknown {kind} preset {preset!r} for variant '{name}' in '{section}'.{suggest(str(preset), registry_names)} "
+                f"Valid presets: {', '.join(registry_names)}."
+            )
+            continue
+        out[name] = {**body, "preset": preset}
+    return out
+
+
+def _check_generator(name: str, body: dict, problems: list[str]) -> None:
+    try:
+        gen_mod.create(body["preset"], **{k: v for k, v in body.items() if k != "preset"})
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        problems.append(f"Generator '{name}': {msg}")
+
+
+def _check_model(name: str, body: dict, problems: list[str]) -> None:
+    try:
+        models_mod.create(body["preset"], input_dim=2, seed=0, **{k: v for k, v in body.items() if k != "preset"})
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        problems.append(f"Model '{name}': {msg}")
+
+
+def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -> dict:
+    body = dict(body)
+    extra = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
+    if "path" in extra:
+        path = Path(str(extra["path"])).expanduser()
+        if not path.is_absolute():
+            path = (base_dir / path).resolve()
+        if not path.exists():
+            problems.append(f"Dataset '{name}': the CSV file {str(path)!r} does not exist.")
+            return body
+        body["path"] = str(path)
+    if "search" in body and not isinstance(body["search"], dict):
+        problems.append(f"Dataset '{name}': 'search' must be a mapping of generator overrides.")
+    if "setup" in body:
+        if not isinstance(body["setup"], dict):
+            problems.append(f"Dataset '{name}': 'setup' must be a mapping of setup settings.")
+        else:
+            _settings(SetupSettings, body["setup"], f"datasets.{name}.setup", problems)
+    return body
+
+
+def _load_dataset_probe(name: str, body: dict, problems: list[str]) -> None:
+    """Load non-synthetic datasets once so missing files/columns fail before the sweep."""
+    if body["preset"] in ("overlapping", "linearly_separable", "circles", "moons", "blobs"):
+        options = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
+        try:
+            data_mod.load(body["preset"], seed=0, n_samples=20, **options)
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"Dataset '{name}': {exc.args[0] if exc.args else exc}")
+        return
+    options = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
+    try:
+        data_mod.load(body["preset"], seed=0, **options)
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        problems.append(f"Dataset '{name}': {exc.args[0] if exc.args else exc}")
+
+
+def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", check_data: bool = True) -> SweepSpec:
+    """Validate a parsed YAML document and build a ``SweepSpec``.
+
+    Raises:
+        SpecError: listing every problem found.
+    """
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise SpecError(source, [f"The sweep file must be a YAML mapping. Got {_type_name(raw)} instead."])
+    for key in raw:
+        if key not in TOP_KEYS:
+            problems.append(f"Unknown top-level key '{key}'.{suggest(str(key), TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
+
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        problems.append(f"'name' must be a non-empty string of letters, digits, '_', '.', '-'. Got {name!r} instead.")
+        name = "invalid"
+
+    seeds_raw = raw.get("seeds", 1)
+    seeds: tuple[int, ...] = (0,)
+    if isinstance(seeds_raw, bool) or not isinstance(seeds_raw, (int, list)):
+        problems.append(f"'seeds' must be an int >= 1 or a list of ints >= 0. Got {seeds_raw!r} instead.")
+    elif isinstance(seeds_raw, int):
+        if seeds_raw < 1:
+            problems.append(f"'seeds' must be an int >= 1 or a list of ints >= 0. Got {seeds_raw!r} instead.")
+        else:
+            seeds = tuple(range(seeds_raw))
+    else:
+        if not seeds_raw or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds_raw):
+            problems.append(f"'seeds' must be an int >= 1 or a non-empty list of ints >= 0. Got {seeds_raw!r} instead.")
+        elif len(set(seeds_raw)) != len(seeds_raw):
+            problems.append(f"'seeds' lists a seed more than once: {seeds_raw!r}.")
+        else:
+            seeds = tuple(seeds_raw)
+
+    sweep_seed = raw.get("sweep_seed", 0)
+    if isinstance(sweep_seed, bool) or not isinstance(sweep_seed, int) or sweep_seed < 0:
+        problems.append(f"'sweep_seed' must be an int >= 0. Got {sweep_seed!r} instead.")
+        sweep_seed = 0
+    shared_setup = raw.get("shared_setup", True)
+    if not isinstance(shared_setup, bool):
+        problems.append(f"'shared_setup' must be true or false. Got {shared_setup!r} instead.")
+        shared_setup = True
+    timeout_s = raw.get("timeout_s")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
+        problems.append(f"'timeout_s' must be a number > 0 (seconds per system) or null. Got {timeout_s!r} instead.")
+        timeout_s = None
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        problems.append("'description' must be a string.")
+        description = ""
+
+    simulation = _settings(SimulationSettings, raw.get("simulation"), "simulation", problems)
+    setup = _settings(SetupSettings, raw.get("setup"), "setup", problems)
+    metrics = _settings(metrics_mod.MetricSettings, raw.get("metrics"), "metrics", problems)
+
+    generators = _variants(raw.get("generators"), "generators", gen_mod.names(), "generator", problems)
+    models = _variants(raw.get("models"), "models", models_mod.names(), "model", problems)
+    datasets = _variants(raw.get("datasets"), "datasets", data_mod.names(), "dataset", problems)
+    base = Path(base_dir)
+    datasets = {n: _check_dataset(n, b, base, problems) for n, b in datasets.items()}
+    for n, b in generators.items():
+        _check_generator(n, b, problems)
+    for n, b in models.items():
+        _check_model(n, b, problems)
+
+    grid_raw = raw.get("grid")
+    grid: dict[str, tuple[str, ...]] = {}
+    known = {
+        "dataset": (data_mod.names(), datasets),
+        "model": (models_mod.names(), models),
+        "generator": (gen_mod.names(), generators),
+    }
+    if not isinstance(grid_raw, dict):
+        problems.append("'grid' must be a mapping with lists 'dataset', 'model' and 'generator'.")
+    else:
+        for key in grid_raw:
+            if key not in GRID_AXES:
+                problems.append(f"Unknown grid axis '{key}'.{suggest(str(key), GRID_AXES)} Valid axes: {', '.join(GRID_AXES)}.")
+        for axis in GRID_AXES:
+            values = grid_raw.get(axis)
+            if isinstance(values, str):
+                values = [values]
+            if not isinstance(values, list) or not values:
+                problems.append(f"'grid.{axis}' must be a non-empty list of names. Got {values!r} instead.")
+                continue
+            if len(set(map(str, values))) != len(values):
+                problems.append(f"'grid.{axis}' lists a name more than once: {values!r}.")
+            registry_names, variants = known[axis]
+            valid = sorted(set(registry_names) | set(variants))
+            for v in values:
+                if not isinstance(v, str) or v not in valid:
+                    problems.append(
+                        f"Unknown {axis} {v!r} in 'grid.{axis}'.{suggest(str(v), valid)} "
+                        f"Valid names: {', '.join(valid)} (or define a variant under '{axis}s')."
+                    )
+            grid[axis] = tuple(str(v) for v in values)
+
+    if check_data and not problems:
+        for d in grid.get("dataset", ()):
+            _load_dataset_probe(d, datasets.get(d, {"preset": d}), problems)
+
+    if problems:
+        raise SpecError(source, problems)
+    return SweepSpec(
+        name=name,
+        description=description,
+        seeds=seeds,
+        sweep_seed=sweep_seed,
+        shared_setup=shared_setup,
+        grid=grid,
+        simulation=simulation,
+        setup=setup,
+        metrics=metrics,
+        generators=generators,
+        models=models,
+        datasets=datasets,
+        timeout_s=timeout_s,
+        source=source,
+    )
+
+
+def loads(text: str, *, source: str = "<string>", base_dir: str | Path = ".", check_data: bool = True) -> SweepSpec:
+    """Parse sweep-file text."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(source, [f"YAML syntax error{where}: {problem}."]) from None
+    return parse(raw, source=source, base_dir=base_dir, check_data=check_data)
+
+
+def load(path: str | Path, *, check_data: bool = True) -> SweepSpec:
+    """Read and validate a sweep file.
+
+    Raises:
+        SpecError: listing every problem (including a missing or unreadable file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} does not exist."]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} cannot be read: {exc}."]) from None
+    return loads(text, source=str(path), base_dir=path.parent, check_data=check_data)
