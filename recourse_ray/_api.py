@@ -7,7 +7,7 @@ the final state; ``plot_system`` draws a 2-D dataset over a model's probability 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import polars as pl
 from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
-from recourse_ray._registry import suggest
+from recourse_ray._config import build_settings
 from recourse_ray.simulation import (
     RecourseSystem,
     SetupSettings,
@@ -61,15 +61,9 @@ class SimulationResult:
 
 
 def _settings_from(cls, values: dict, where: str):
-    valid = [f.name for f in fields(cls)]
-    unknown = [k for k in values if k not in valid]
-    if unknown:
-        hints = "".join(suggest(k, valid) for k in unknown)
-        raise ValueError(f"Unknown {where} setting(s) {', '.join(map(repr, unknown))}.{hints} Valid: {', '.join(valid)}.")
-    obj = replace(cls(), **values)
-    problems = obj.problems()
+    obj, problems = build_settings(cls, values, where)
     if problems:
-        raise ValueError(" ".join(problems))
+        raise ValueError(f"Invalid {where} settings: " + " ".join(problems))
     return obj
 
 

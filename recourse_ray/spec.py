@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
+from recourse_ray._config import build_settings
 from recourse_ray._registry import suggest
 from recourse_ray.simulation import SetupSettings, SimulationSettings, settings_dict
 
@@ -226,30 +227,8 @@ def _type_name(v: object) -> str:
 
 
 def _settings(cls, raw: Any, section: str, problems: list[str], base=None):
-    """Build a settings dataclass from a mapping, reporting unknown keys and bad values."""
-    base = base if base is not None else cls()
-    if raw is None:
-        return base
-    if not isinstance(raw, dict):
-        problems.append(f"'{section}' must be a mapping of settings. Got {_type_name(raw)} instead.")
-        return base
-    valid = [f.name for f in fields(cls)]
-    good = {}
-    for key, value in raw.items():
-        if key not in valid:
-            problems.append(f"Unknown key '{key}' in '{section}'.{suggest(str(key), valid)} Valid keys: {', '.join(valid)}.")
-        else:
-            good[key] = value
-    try:
-        obj = replace(base, **good)
-    except (TypeError, ValueError) as exc:
-        problems.append(f"In '{section}': {exc}")
-        return base
-    try:
-        own = obj.problems()
-    except (TypeError, ValueError) as exc:
-        own = [str(exc)]
-    problems.extend(f"In '{section}': {p}" for p in own)
+    obj, found = build_settings(cls, raw, section, base)
+    problems.extend(found)
     return obj
 
 
