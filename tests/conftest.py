@@ -55,3 +55,30 @@ def tabular_dir() -> Path:
         pytest.skip(_SKIP_REASON)
     rd.set_data_dir(SHARED_TABULAR)
     return SHARED_TABULAR
+
+
+#: Generator variant name whose systems raise inside their Ray task (failure tests).
+FAILING_GENERATOR = "boom"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray instance (2 CPUs) for the whole test session.
+
+    Token auth is disabled explicitly (Ray 2.60 enables it for local clusters), and the
+    workers get ``RECOURSE_RAY_TEST_FAIL`` so that systems of the ``boom`` generator
+    variant raise: the failure-handling tests use it.
+    """
+    import os
+
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"RECOURSE_RAY_TEST_FAIL": FAILING_GENERATOR}},
+    )
+    yield ray
+    ray.shutdown()
