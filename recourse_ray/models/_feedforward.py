@@ -49,7 +49,9 @@ def n_params(layer_sizes: Sequence[int]) -> int:
 
 def _check_training_args(X, y, epochs, batch_size, lr, input_dim):
     problems = []
-    X = np.asarray(X, dtype=np.float32)
+    # A private C-ordered copy: inputs may be read-only (Ray's object store) and the
+    # compiled kernel is specialised for writable contiguous arrays.
+    X = np.array(X, dtype=np.float32, order="C")
     y = np.asarray(y)
     if X.ndim != 2 or X.shape[1] != input_dim:
         problems.append(f"X must have shape (n_samples, {input_dim}); got {X.shape}")
@@ -244,7 +246,8 @@ class FeedForwardClassifier:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Target-class probabilities ``(n,)`` float32 for features ``X (n, d)``."""
         with torch.no_grad():
-            return self.proba(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
+            # torch.tensor copies: inputs may be read-only arrays from Ray's object store.
+            return self.proba(torch.tensor(np.asarray(X, dtype=np.float32))).numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels ``(n,)`` int64: ``round(p)`` (ties at 0.5 go to 0, as round-half-even)."""
