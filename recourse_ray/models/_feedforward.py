@@ -198,7 +198,8 @@ class FeedForwardClassifier:
 
     def __setstate__(self, d: dict) -> None:
         d = d.copy()
-        d["params"] = torch.from_numpy(np.ascontiguousarray(d["params"], dtype=np.float32))
+        # Always a private, writable copy: unpickled arrays may live in read-only shared memory.
+        d["params"] = torch.from_numpy(np.array(d["params"], dtype=np.float32, order="C"))
         self.__dict__.update(d)
 
     def __deepcopy__(self, memo) -> "FeedForwardClassifier":
