@@ -110,7 +110,7 @@ def _run(sweep, results_dir: str, args) -> int:
         )
     except SpecChanged as exc:
         return _bad_input(str(exc))
-    except PermissionError as exc:
+    except OSError as exc:  # the results root cannot even be created
         print(f"recourse-ray: error: cannot write to the results directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(
@@ -120,6 +120,9 @@ def _run(sweep, results_dir: str, args) -> int:
     )
     for key, first in outcome.failed.items():
         print(f"  failed {key}: {first}")
+    if outcome.storage_error:
+        print(f"recourse-ray: error: {outcome.storage_error}. Committed systems are intact; "
+              "fix the problem and run `recourse-ray resume`.", file=sys.stderr)
     return outcome.exit_code
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "IDENTITY_COLUMNS",
     "ResultsStore",
     "NotAResultsDirectory",
+    "StorageError",
     "rows_to_table",
 ]
 
@@ -76,6 +77,10 @@ POLARS_SCHEMA = {
 }
 
 SPEC_FILE = "sweep.yaml"
+
+
+class StorageError(OSError):
+    """Writing to the results directory failed (disk full, permissions, unreachable storage)."""
 
 
 class NotAResultsDirectory(ValueError):
@@ -123,14 +128,23 @@ class ResultsStore:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def _write_atomic(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel``: staged under .staging, then renamed into place."""
         staging = self._p(".staging")
-        self.fs.create_dir(staging, recursive=True)
         tmp = f"{staging}/{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        final = self._p(rel)
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        self.fs.move(tmp, final)
+        try:
+            self.fs.create_dir(staging, recursive=True)
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            final = self._p(rel)
+            self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(tmp, final)
+        except OSError as exc:
+            try:  # leave no partial file behind (it would be ignored anyway)
+                if self._exists(tmp):
+                    self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise StorageError(f"writing {rel} failed: {exc}") from exc
 
     def _read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self._p(rel)) as f:

@@ -21,7 +21,7 @@ import ray
 
 from recourse_ray import spec as spec_mod
 from recourse_ray.simulation import prepare_data
-from recourse_ray.store import ResultsStore, rows_to_table
+from recourse_ray.store import ResultsStore, StorageError, rows_to_table
 from recourse_ray.sweep import _tasks
 from recourse_ray.sweep._progress import Progress
 
@@ -44,13 +44,14 @@ class SweepOutcome:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    storage_error: str | None = None
     seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.failed else 0
+        return 1 if (self.failed or self.storage_error) else 0
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, runtime_env: dict | None = None) -> bool:
@@ -145,6 +146,12 @@ def run_sweep(
     except KeyboardInterrupt:
         outcome.interrupted = True
         logger.warning("Interrupted: in-flight systems were cancelled; committed systems are kept.")
+    except StorageError as exc:
+        # Disk full, permissions, a vanished bucket: stop cleanly. Every committed system
+        # is intact (each write is staged and renamed), the one being written is not
+        # committed and will be rerun by `resume`.
+        outcome.storage_error = f"cannot write to the results directory {store.uri!r}: {exc}"
+        logger.error("Stopping the sweep: %s", outcome.storage_error)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_sigint)
@@ -241,7 +248,7 @@ def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, st
                     del running[gen]
                     fail(run, f"TimeoutError: the system exceeded its timeout of {timeout:g} s and was cancelled", "")
             submit()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StorageError):
         for gen in running:
             try:
                 ray.cancel(gen, force=True)
