@@ -435,15 +435,40 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
     )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that records duplicate mapping keys (PyYAML keeps the last silently)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    self.duplicates.append(f"Duplicate key {key!r} at line {key_node.start_mark.line + 1}: each name may appear once.")
+                seen.add(key)
+            except TypeError:  # unhashable key: PyYAML reports it itself
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def loads(text: str, *, source: str = "<string>", base_dir: str | Path = ".", check_data: bool = True) -> SweepSpec:
     """Parse sweep-file text."""
+    loader = _StrictLoader(text)
     try:
-        raw = yaml.safe_load(text)
+        raw = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(source, [f"YAML syntax error{where}: {problem}."]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise SpecError(source, loader.duplicates)
     return parse(raw, source=source, base_dir=base_dir, check_data=check_data)
 
 

@@ -220,6 +220,7 @@ def load_csv(
     balance: bool = True,
     missing_values: Sequence[str] = MISSING_VALUES,
     source: str | None = None,
+    max_features: int = 1000,
 ) -> Dataset:
     """Load a CSV with a binary (or binarisable) target and apply the study's preprocessing.
 
@@ -252,6 +253,8 @@ def load_csv(
         missing_values: cell contents that mean "missing" (default: empty, NA, N/A, NaN,
             nan, NULL, null, ?).
         source: provenance string stored in the Dataset; defaults to the file path.
+        max_features: the most feature columns (after one-hot encoding) accepted; a wider
+            file is refused as a likely mistake.
 
     Returns:
         Dataset with X (n_rows, n_features) float32, y (n_rows,) in {0, 1},
@@ -375,6 +378,13 @@ def load_csv(
     if not finite.all():
         bad_cols = [feature_names[j] for j in np.flatnonzero(~finite.all(axis=0))]
         problems.append(f"infinite values in columns {', '.join(map(repr, bad_cols))}")
+    # A very wide file is almost always a mistake (an ID or free-text column one-hot
+    # encoded, a transposed table); the classifiers and metrics would crawl on it.
+    if len(feature_names) > max_features:
+        problems.append(
+            f"{len(feature_names)} feature columns after one-hot encoding, more than max_features={max_features}; "
+            "drop columns (or raise max_features if this is intended)"
+        )
     problems.raise_if_any(name, file)
 
     rows = _select_rows(y, n_samples=n_samples, balance=balance, rng=rng, problems=problems)
@@ -394,7 +404,8 @@ def load_csv(
 # Named datasets of the study (files described in ../shared/data/README.md)
 
 _OPTIONS = (
-    "target", "name", "positive", "threshold", "flip", "drop", "categorical", "balance", "missing_values", "source"
+    "target", "name", "positive", "threshold", "flip", "drop", "categorical", "balance", "missing_values", "source",
+    "max_features",
 )
 
 
