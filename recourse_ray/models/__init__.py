@@ -16,6 +16,7 @@ import torch
 
 from recourse_ray._registry import Registry
 from recourse_ray.models._feedforward import FeedForwardClassifier
+from recourse_ray.models.vae import VAE
 
 __all__ = [
     "Classifier",
@@ -25,6 +26,7 @@ __all__ = [
     "names",
     "register",
     "defaults",
+    "VAE",
 ]
 
 
