@@ -8,12 +8,40 @@ unknown name is answered with the valid names and the closest match.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "suggest"]
+__all__ = ["Registry", "suggest", "import_object", "is_import_path"]
+
+
+def is_import_path(name: object) -> bool:
+    """Whether ``name`` has the ``"package.module:attribute"`` form of a user component."""
+    return isinstance(name, str) and ":" in name and not name.startswith(":") and not name.endswith(":")
+
+
+def import_object(path: str, kind: str = "component"):
+    """Import ``"package.module:attribute"`` (the attribute may be dotted).
+
+    Raises:
+        KeyError: with a message saying what failed (module not found, attribute missing).
+    """
+    module_name, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise KeyError(
+            f"Cannot import the {kind} {path!r}: {exc}. Is the module on the Python path of the driver "
+            "and the workers (install it, or ship it with `--py-modules`)?"
+        ) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise KeyError(f"Cannot import the {kind} {path!r}: module {module_name!r} has no attribute {attr!r}.") from None
+    return obj
 
 
 def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -53,7 +81,10 @@ class Registry(Generic[T]):
         return add(entry)
 
     def get(self, name: str) -> T:
-        """Return the entry registered under ``name``.
+        """Return the entry registered under ``name``, or the object an import path names.
+
+        A name of the form ``"package.module:attribute"`` that is not registered is
+        imported: user components need no registration to be named in a sweep file.
 
         Raises:
             KeyError: for an unknown name, listing the valid names and the closest match.
@@ -61,6 +92,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            if is_import_path(name):
+                return import_object(name, self.kind)
             raise KeyError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: object) -> str:
@@ -68,7 +101,7 @@ class Registry(Generic[T]):
         names = self.names()
         return (
             f"Unknown {self.kind} {name!r}.{suggest(str(name), names)} "
-            f"Valid {self.kind} names: {', '.join(names)}."
+            f"Valid {self.kind} names: {', '.join(names)} (or an import path 'package.module:attribute')."
         )
 
     def names(self) -> list[str]:

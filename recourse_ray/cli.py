@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -75,13 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _runtime_env(args) -> dict | None:
-    if not args.py_modules:
+def _user_code(args) -> dict | None:
+    """Make user components importable here, and shipped to the workers (Ray ``py_modules``).
+
+    The current directory goes on ``sys.path`` (as with ``python -m``), so that import
+    paths such as ``examples.sparsity_term:L1Sparsity`` resolve when run from the
+    project root; each ``--py-modules`` folder's parent does too.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = getattr(args, "py_modules", None)
+    if not modules:
         return None
-    missing = [m for m in args.py_modules if not Path(m).exists()]
+    missing = [m for m in modules if not Path(m).exists()]
     if missing:
         raise FileNotFoundError(f"--py-modules: {', '.join(missing)} not found")
-    return {"py_modules": [str(Path(m).resolve()) for m in args.py_modules]}
+    paths = [Path(m).resolve() for m in modules]
+    for p in paths:
+        if str(p.parent) not in sys.path:
+            sys.path.insert(0, str(p.parent))
+    return {"py_modules": [str(p) for p in paths]}
 
 
 def _run(sweep, results_dir: str, args) -> int:
@@ -91,10 +105,6 @@ def _run(sweep, results_dir: str, args) -> int:
         return _bad_input(f"--num-cpus must be >= 1. Got {args.num_cpus} instead.")
     if args.max_in_flight is not None and args.max_in_flight < 1:
         return _bad_input(f"--max-in-flight must be >= 1. Got {args.max_in_flight} instead.")
-    try:
-        runtime_env = _runtime_env(args)
-    except FileNotFoundError as exc:
-        return _bad_input(str(exc))
     try:
         outcome = run_sweep(
             sweep,
@@ -106,7 +116,7 @@ def _run(sweep, results_dir: str, args) -> int:
             store_states=args.store_states,
             max_in_flight=args.max_in_flight,
             progress=False if args.no_progress else None,
-            runtime_env=runtime_env,
+            runtime_env=args.runtime_env,
         )
     except SpecChanged as exc:
         return _bad_input(str(exc))
@@ -136,6 +146,10 @@ def cmd_run(args) -> int:
     from recourse_ray.spec import SpecError
 
     try:
+        args.runtime_env = _user_code(args)
+    except FileNotFoundError as exc:
+        return _bad_input(str(exc))
+    try:
         sweep = _load_spec(args.sweep)
     except SpecError as exc:
         return _bad_input(str(exc))
@@ -147,6 +161,10 @@ def cmd_resume(args) -> int:
     from recourse_ray import spec as spec_mod
     from recourse_ray.store import NotAResultsDirectory, ResultsStore
 
+    try:
+        args.runtime_env = _user_code(args)
+    except FileNotFoundError as exc:
+        return _bad_input(str(exc))
     store = ResultsStore(args.results_dir)
     try:
         text = store.read_spec()
@@ -229,6 +247,7 @@ def cmd_report(args) -> int:
 def cmd_validate(args) -> int:
     from recourse_ray.spec import SpecError
 
+    _user_code(args)
     try:
         sweep = _load_spec(args.sweep)
     except SpecError as exc:

@@ -26,7 +26,7 @@ from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
 from recourse_ray._config import build_settings
-from recourse_ray._registry import suggest
+from recourse_ray._registry import import_object, is_import_path, suggest
 from recourse_ray.simulation import SetupSettings, SimulationSettings, settings_dict
 
 __all__ = ["SpecError", "SweepSpec", "SystemSpec", "load", "loads", "parse"]
@@ -49,6 +49,7 @@ TOP_KEYS = (
 GRID_AXES = ("dataset", "model", "generator")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 KEY_LENGTH = 16
+SYNTHETIC = ("overlapping", "linearly_separable", "circles", "moons", "blobs")
 
 
 class SpecError(ValueError):
@@ -232,8 +233,12 @@ def _settings(cls, raw: Any, section: str, problems: list[str], base=None):
     return obj
 
 
-def _variants(raw: Any, section: str, registry_names: list[str], kind: str, problems: list[str]) -> dict:
-    """Named variants ``{name: {preset: P, ...}}`` over registered presets."""
+def _variants(raw: Any, section: str, registry_names: list[str], kind: str, problems: list[str], invalid: set) -> dict:
+    """Named variants ``{name: {preset: P, ...}}`` over registered presets or import paths.
+
+    Names of variants that could not be built are added to ``invalid`` (so the grid check
+    does not report them a second time).
+    """
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -250,11 +255,19 @@ def _variants(raw: Any, section: str, registry_names: list[str], kind: str, prob
             problems.append(f"The {kind} variant '{name}' must be a mapping. Got {_type_name(body)} instead.")
             continue
         preset = body.get("preset", name)
-        if not isinstance(preset, str) or preset not in registry_names:
+        if is_import_path(preset):
+            try:
+                import_object(preset, kind)
+            except KeyError as exc:
+                problems.append(f"{kind.capitalize()} variant '{name}': {exc.args[0]}")
+                invalid.add(name)
+                continue
+        elif not isinstance(preset, str) or preset not in registry_names:
             problems.append(
                 f"Unknown {kind} preset {preset!r} for variant '{name}' in '{section}'.{suggest(str(preset), registry_names)} "
-                f"Valid presets: {', '.join(registry_names)}."
+                f"Valid presets: {', '.join(registry_names)} (or an import path 'package.module:attribute')."
             )
+            invalid.add(name)
             continue
         out[name] = {**body, "preset": preset}
     return out
@@ -298,17 +311,11 @@ def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -
 
 
 def _load_dataset_probe(name: str, body: dict, problems: list[str]) -> None:
-    """Load non-synthetic datasets once so missing files/columns fail before the sweep."""
-    if body["preset"] in ("overlapping", "linearly_separable", "circles", "moons", "blobs"):
-        options = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
-        try:
-            data_mod.load(body["preset"], seed=0, n_samples=20, **options)
-        except (KeyError, ValueError, TypeError) as exc:
-            problems.append(f"Dataset '{name}': {exc.args[0] if exc.args else exc}")
-        return
+    """Load each dataset once (synthetic ones small) so that bad files fail before the sweep."""
     options = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
+    small = {"n_samples": 20} if body["preset"] in SYNTHETIC else {}
     try:
-        data_mod.load(body["preset"], seed=0, **options)
+        data_mod.load(body["preset"], seed=0, **small, **options)
     except (KeyError, ValueError, TypeError, OSError) as exc:
         problems.append(f"Dataset '{name}': {exc.args[0] if exc.args else exc}")
 
@@ -369,9 +376,10 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
     setup = _settings(SetupSettings, raw.get("setup"), "setup", problems)
     metrics = _settings(metrics_mod.MetricSettings, raw.get("metrics"), "metrics", problems)
 
-    generators = _variants(raw.get("generators"), "generators", gen_mod.names(), "generator", problems)
-    models = _variants(raw.get("models"), "models", models_mod.names(), "model", problems)
-    datasets = _variants(raw.get("datasets"), "datasets", data_mod.names(), "dataset", problems)
+    invalid: set = set()
+    generators = _variants(raw.get("generators"), "generators", gen_mod.names(), "generator", problems, invalid)
+    models = _variants(raw.get("models"), "models", models_mod.names(), "model", problems, invalid)
+    datasets = _variants(raw.get("datasets"), "datasets", data_mod.names(), "dataset", problems, invalid)
     base = Path(base_dir)
     datasets = {n: _check_dataset(n, b, base, problems) for n, b in datasets.items()}
     for n, b in generators.items():
@@ -404,6 +412,8 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
             registry_names, variants = known[axis]
             valid = sorted(set(registry_names) | set(variants))
             for v in values:
+                if isinstance(v, str) and v in invalid:
+                    continue  # its variant's own problem is already reported
                 if not isinstance(v, str) or v not in valid:
                     problems.append(
                         f"Unknown {axis} {v!r} in 'grid.{axis}'.{suggest(str(v), valid)} "

@@ -67,7 +67,8 @@ def ray_session():
 
     Token auth is disabled explicitly (Ray 2.60 enables it for local clusters), and the
     workers get ``RECOURSE_RAY_TEST_FAIL`` so that systems of the ``boom`` generator
-    variant raise: the failure-handling tests use it.
+    variant raise: the failure-handling tests use it. ``examples/`` is shipped to the
+    workers as a Ray ``py_modules`` entry, as ``--py-modules`` does for users.
     """
     import os
 
@@ -78,7 +79,11 @@ def ray_session():
         num_cpus=2,
         include_dashboard=False,
         logging_level="ERROR",
-        runtime_env={"env_vars": {"RECOURSE_RAY_TEST_FAIL": FAILING_GENERATOR}},
+        runtime_env={
+            "env_vars": {"RECOURSE_RAY_TEST_FAIL": FAILING_GENERATOR},
+            # The examples package reaches the workers the way user code does on a cluster.
+            "py_modules": [str(REPO_ROOT / "examples")],
+        },
     )
     yield ray
     ray.shutdown()

@@ -55,7 +55,7 @@ def test_unknown_name_lists_valid_names_and_closest_match():
     message = info.value.args[0]
     assert "Unknown widget 'alpah'" in message
     assert "Did you mean 'alpha'?" in message
-    assert "Valid widget names: alpha, beta." in message
+    assert "Valid widget names: alpha, beta (or an import path" in message
 
 
 def test_unknown_name_without_close_match_has_no_suggestion():

@@ -55,10 +55,13 @@ def load(name: str, /, *, seed: int | np.random.Generator, n_samples: int | None
             rows for tabular) when None.
         **options: loader-specific options (e.g. ``noise`` for ``moons``).
     """
-    loader = DATASETS.get(name)
+    loader = DATASETS.get(name)  # a registered name, or an import path "package.module:loader"
     if n_samples is not None:
         options["n_samples"] = n_samples
-    return loader(seed=seed, **options)
+    dataset = loader(seed=seed, **options)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"The dataset loader {name!r} must return a recourse_ray.data.Dataset. Got {type(dataset).__name__} instead.")
+    return dataset
 
 
 def set_data_dir(path: str | os.PathLike | None) -> None:

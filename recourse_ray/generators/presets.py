@@ -11,7 +11,11 @@ full-search convergence. Sweep files name a preset and override settings by keyw
 - a term's name (one of the preset's terms): a number sets its weight
   (``dice``'s ``diversity=2.0``); a mapping sets any of its fields
   (``gravitational={"weight": 5.0, "n_points": 20}``);
-- ``name``: the label of the resulting generator.
+- ``name``: the label of the resulting generator;
+- ``add_terms``: a list of extra terms, each a mapping ``{"term": NAME, **fields}`` where
+  NAME is a registered term (``mad_distance``, ...) or an import path
+  ``"package.module:TermClass"`` of a user :class:`~recourse_ray.generators.terms.Term`
+  subclass (e.g. ``{"term": "mypkg.terms:Sparsity", "weight": 0.05}``).
 
 Unknown names and invalid values raise, listing every problem at once.
 """
@@ -34,12 +38,14 @@ from recourse_ray.generators.engine import (
     LatentSpace,
 )
 from recourse_ray.generators.terms import (
+    TERMS,
     ClassifierLoss,
     Diversity,
     Gravitational,
     L2Distance,
     MADDistance,
     PredictiveEntropy,
+    Term,
     Validity,
 )
 
@@ -58,6 +64,7 @@ OVERRIDES = (
     "tolerance",
     "init_noise",
     "name",
+    "add_terms",
 )
 
 
@@ -98,7 +105,12 @@ def create(name: str, **overrides: Any) -> Generator:
         KeyError: unknown preset name (with the valid names and the closest match).
         ValueError: unknown override keys or invalid values (all problems listed).
     """
-    gen = PRESETS.get(name)()
+    entry = PRESETS.get(name)  # a registered preset, or an import path "package.module:factory"
+    gen = entry if isinstance(entry, Generator) else entry()
+    if not isinstance(gen, Generator):
+        raise TypeError(
+            f"The generator {name!r} must be a Generator or a function returning one. Got {type(gen).__name__} instead."
+        )
     term_names = [t.name for t in gen.terms]
     valid_keys = list(OVERRIDES) + term_names
     problems: list[str] = []
@@ -158,6 +170,7 @@ def create(name: str, **overrides: Any) -> Generator:
         except (TypeError, ValueError) as exc:
             problems.append(str(exc))
             terms.append(term)
+    terms.extend(_extra_terms(overrides.get("add_terms"), problems))
     changes["terms"] = tuple(terms)
 
     try:  # also run when other overrides failed, so that every problem is reported at once
@@ -169,6 +182,34 @@ def create(name: str, **overrides: Any) -> Generator:
     body = "; ".join(p.rstrip(".") for p in problems)
     body += "" if body.endswith("?") else "."
     raise ValueError(f"Invalid overrides for generator {name!r}: {body} Valid overrides: {', '.join(valid_keys)}.")
+
+
+def _extra_terms(spec: Any, problems: list[str]) -> list:
+    """Build the ``add_terms`` override: registered term names or import paths with fields."""
+    if spec is None:
+        return []
+    if not isinstance(spec, (list, tuple)):
+        problems.append(f"'add_terms' must be a list of mappings {{term: NAME, weight: W, ...}}. Got {spec!r} instead")
+        return []
+    out = []
+    for item in spec:
+        if not isinstance(item, Mapping) or "term" not in item:
+            problems.append(f"each entry of 'add_terms' needs a 'term' key (a term name or import path). Got {item!r} instead")
+            continue
+        fields_ = {k: v for k, v in item.items() if k != "term"}
+        try:
+            cls = TERMS.get(item["term"])
+        except KeyError as exc:
+            problems.append(exc.args[0])
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Term)):
+            problems.append(f"'add_terms': {item['term']!r} is not a Term subclass (see docs/guide.md, 'A new loss or penalty term')")
+            continue
+        try:
+            out.append(cls(**fields_))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"'add_terms': {exc}")
+    return out
 
 
 def _feature_generator(name: str, *terms, **settings) -> Preset:

@@ -15,12 +15,15 @@ import numpy as np
 import torch
 
 from recourse_ray._registry import Registry
+from recourse_ray._rng import as_rng, spawn_seed
 from recourse_ray.models._feedforward import FeedForwardClassifier
+from recourse_ray.models._torch import TorchClassifier
 from recourse_ray.models.vae import VAE
 
 __all__ = [
     "Classifier",
     "FeedForwardClassifier",
+    "TorchClassifier",
     "MODELS",
     "create",
     "names",
@@ -85,12 +88,14 @@ def create(name: str, *, input_dim: int, seed: int | np.random.Generator = 0, **
     """Create the classifier registered under ``name`` with fresh (seeded) weights.
 
     Args:
-        name: a registered name (``names()``).
+        name: a registered name (``names()``) or an import path ``"package.module:factory"``
+            of a factory ``(input_dim, *, seed, **params)`` returning a ``torch.nn.Module``
+            (wrapped in :class:`TorchClassifier`) or a Classifier.
         input_dim: number of features.
         seed: int or numpy Generator for the initial weights.
         **params: overrides of the model's defaults (e.g. ``hidden=[64, 64]``, ``dropout=0.1``).
     """
-    factory = MODELS.get(name)
+    factory = MODELS.get(name)  # a registered name, or an import path "package.module:factory"
     allowed = _DEFAULTS.get(name)
     if allowed is not None:
         unknown = sorted(set(params) - set(allowed))
@@ -102,7 +107,23 @@ def create(name: str, *, input_dim: int, seed: int | np.random.Generator = 0, **
                 f"Unknown parameter(s) {', '.join(map(repr, unknown))} for model {name!r}.{hints} "
                 f"Valid parameters: {', '.join(sorted(allowed))}."
             )
-    return factory(input_dim, seed=seed, **{**_DEFAULTS.get(name, {}), **params})
+    if name in MODELS:
+        return factory(input_dim, seed=seed, **{**_DEFAULTS.get(name, {}), **params})
+    # A user factory: its default torch initialisation draws from torch's global RNG, so
+    # run it inside fork_rng with a seed derived from ours (deterministic, globals untouched).
+    rng = as_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spawn_seed(rng))
+        model = factory(input_dim, seed=rng, **params)
+    if isinstance(model, torch.nn.Module):
+        model = TorchClassifier(model, input_dim=input_dim, name=name)
+    missing = [m for m in ("logits", "predict_proba", "fit", "clone", "parameter_arrays") if not hasattr(model, m)]
+    if missing:
+        raise TypeError(
+            f"The model factory {name!r} returned {type(model).__name__}, which lacks {', '.join(missing)}: return a "
+            "torch.nn.Module (features -> logits) or an object with the Classifier interface (docs/guide.md)."
+        )
+    return model
 
 
 def _feedforward(name: str, **fixed) -> Factory:
