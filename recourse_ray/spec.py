@@ -6,7 +6,7 @@ runs and reports *every* problem in one ``SpecError``; ``SweepSpec.systems()`` e
 the grid into ``SystemSpec``s whose ``key`` is a hash of the fully resolved settings,
 so any change to what a system computes gives it a new key.
 
-See ``docs/sweep-files.md`` for the reference of every key.
+See ``docs/guide.md`` ("Sweep files") for the reference of every key.
 """
 
 from __future__ import annotations
