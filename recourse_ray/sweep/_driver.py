@@ -274,6 +274,7 @@ def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: boo
         "host": summary["host"],
         "node_id": summary["node_id"],
         "threads": summary["threads"],
+        "max_rss_mb": summary["max_rss_mb"],
         "versions": summary["versions"],
         "committed_at": time.time(),
         "pid": os.getpid(),

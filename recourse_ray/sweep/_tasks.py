@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import socket
 import time
 import traceback
@@ -120,6 +121,9 @@ def _run_system(spec, split, pretrained, vae_out, store_state: bool):
         "host": socket.gethostname(),
         "node_id": _node_id(),
         "threads": threads,
+        # Peak RSS of the worker process so far (Linux reports KiB): an upper bound for this
+        # task, since Ray reuses workers across tasks.
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "versions": versions(),
         "state": system.state_arrays() if store_state else None,
     }
