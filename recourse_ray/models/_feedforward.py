@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "fused", "torch")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+# One-thread eager torch (BLAS) overtakes the fused kernel only for wide hidden layers at
+# large batches (benchmarks/RESULTS.md, "Training"): from this widest hidden layer and
+# this many multiply-adds per step (rows x members x parameters), "auto" trains with torch.
+TORCH_MIN_WIDTH = 128
+TORCH_MIN_STEP_MACS = 2**23
 
 
 def layer_offsets(layer_sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
@@ -255,14 +260,22 @@ class FeedForwardClassifier:
         return (self.predict_proba(X) > 0.5).astype(np.int64)
 
     # ------------------------------------------------------------------ training
-    def uses_fused(self) -> bool:
-        """Whether ``fit`` runs the compiled kernel."""
+    def uses_fused(self, batch_size: int = 1) -> bool:
+        """Whether ``fit`` at this batch size runs the compiled kernel.
+
+        ``"auto"`` picks it when available, unless the model is wide and the step large
+        (``TORCH_MIN_WIDTH``, ``TORCH_MIN_STEP_MACS``), where one-thread torch is faster.
+        ``"fused"`` always picks it.
+        """
         if self.backend == "torch":
             return False
         from recourse_ray.models import _fused
 
         if self.backend == "fused" and not _fused.AVAILABLE:
             raise RuntimeError(f"The fused training backend is unavailable: {_fused.UNAVAILABLE_REASON}")
+        if self.backend == "auto" and max(self.hidden, default=0) >= TORCH_MIN_WIDTH:
+            step_macs = batch_size * self.n_members * n_params(self.layer_sizes)
+            return _fused.AVAILABLE and step_macs < TORCH_MIN_STEP_MACS
         return _fused.AVAILABLE
 
     def fit(
@@ -301,7 +314,7 @@ class FeedForwardClassifier:
         dropout_seeds = np.array([spawn_seed(rng) for _ in range(self.n_members)], dtype=np.uint64)
         if epochs == 0:
             losses = np.zeros((self.n_members, 0))
-        elif self.uses_fused():
+        elif self.uses_fused(min(int(batch_size), n)):
             from recourse_ray.models import _fused
 
             losses = _fused.train_epochs(
