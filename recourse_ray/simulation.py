@@ -143,6 +143,7 @@ class SetupSettings:
             (study: 100 epochs; batch 1 synthetic, 500 real-world; lr 1e-3).
         vae_latent_dim / vae_hidden / vae_epochs / vae_batch_size: the VAE of latent
             generators (study: latent 2 synthetic / 8 real-world; 100 / 250 epochs; batch 50).
+        vae_kl_weight: weight of the VAE's KL term (see models/vae.py for why 0.1).
     """
 
     n_samples: int | None = None
@@ -154,6 +155,7 @@ class SetupSettings:
     vae_hidden: int = 32
     vae_epochs: int = 100
     vae_batch_size: int = 50
+    vae_kl_weight: float = 0.1
 
     def problems(self) -> list[str]:
         out = check_fields(
@@ -167,6 +169,7 @@ class SetupSettings:
                 "vae_hidden": ("int", 1, None),
                 "vae_epochs": ("int", 0, None),
                 "vae_batch_size": ("int", 1, None),
+                "vae_kl_weight": ("float", 1e-6, None),
             },
             "setup",
         )
@@ -278,6 +281,7 @@ def pretrain_vae(
         train.n_features,
         latent_dim=settings.vae_latent_dim,
         hidden=settings.vae_hidden,
+        kl_weight=settings.vae_kl_weight,
         seed=make_rng("vae-init", sweep_seed, dname, setup_seed),
     )
     vae.fit(

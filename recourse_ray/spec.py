@@ -123,7 +123,7 @@ class SystemSpec:
         s = self.setup
         return _hash(
             {"data": self.data_key, "latent": s.vae_latent_dim, "hidden": s.vae_hidden, "epochs": s.vae_epochs,
-             "batch": s.vae_batch_size}
+             "batch": s.vae_batch_size, "kl_weight": s.vae_kl_weight}
         )
 
     def identity_columns(self) -> dict:

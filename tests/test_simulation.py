@@ -121,3 +121,17 @@ def test_plot_system_returns_figure(lr_generic_50):
     assert fig.axes and fig.axes[0].get_title() == "after"
     with pytest.raises(ValueError, match="2 features"):
         rr.plot_system(lr_generic_50.model, rr.data.Dataset(X=np.zeros((4, 3)), y=np.array([0, 1, 0, 1]), feature_names=("a", "b", "c"), name="x"))
+
+
+def test_default_vae_does_not_collapse_and_revise_finds_valid_recourse():
+    """Regression: a unit-variance, full-KL VAE collapsed on these data (decoder = data mean, REVISE validity 0)."""
+    from recourse_ray.simulation import SetupSettings, pretrain_vae
+
+    train, _ = prepare_data("overlapping", setup_seed=0)
+    vae = pretrain_vae(train, setup_seed=0, settings=SetupSettings())
+    relative_rmse = np.sqrt((((vae.reconstruct(train.X) - train.X) / train.X.std(axis=0)) ** 2).mean())
+    assert relative_rmse < 0.3
+    model = pretrain_model("logistic_regression", train, setup_seed=0, settings=SetupSettings(pretrain_epochs=20))
+    negatives = train.X[model.predict(train.X) == 0][:40]
+    result = rr.generators.create("revise").search(model, negatives, n_counterfactuals=5, seeds=np.arange(40), vae=vae)
+    assert result.valid.mean() > 0.7

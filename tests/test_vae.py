@@ -65,9 +65,20 @@ def test_loss_matches_numpy_elbo():
     mu, logvar = h @ p["mu_w"].T + p["mu_b"], h @ p["logvar_w"].T + p["logvar_b"]
     z = mu + np.exp(0.5 * logvar) * eps
     xhat = np.maximum(0, z @ p["dec_w"].T + p["dec_b"]) @ p["out_w"].T + p["out_b"]
-    expected = (((xhat - x) ** 2).sum(1) + 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(1)).mean()
+    kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(1)
+    # Before any fit the reconstruction is unscaled; the KL carries the default weight 0.1.
+    expected = (((xhat - x) ** 2).sum(1) + 0.1 * kl).mean()
     got = float(vae.loss(torch.from_numpy(x), torch.from_numpy(eps)))
     assert got == pytest.approx(expected, rel=1e-5)
+    # After the first fit each feature's error is divided by that feature's std in the fitted data.
+    data = rng.normal(scale=[0.5, 1.0, 2.0], size=(40, 3)).astype(np.float32)
+    vae.fit(data, epochs=0, seed=0)
+    scale = data.std(axis=0).astype(np.float64)
+    expected_scaled = (((xhat - x) / scale) ** 2).sum(1) + 0.1 * kl
+    got = float(vae.loss(torch.from_numpy(x), torch.from_numpy(eps)))
+    assert got == pytest.approx(expected_scaled.mean(), rel=1e-5)
+    heavy = VAE(3, latent_dim=2, hidden=5, seed=2, kl_weight=1.0)
+    assert float(heavy.loss(torch.from_numpy(x), torch.from_numpy(eps))) == pytest.approx((((xhat - x) ** 2).sum(1) + kl).mean(), rel=1e-5)
 
 
 def test_fit_matches_torch_optim_adam(X):
@@ -80,6 +91,7 @@ def test_fit_matches_torch_optim_adam(X):
     gen = torch_generator(rng)
     opt = torch.optim.Adam(list(ref.values()), lr=1e-3)
     Xt = torch.from_numpy(X)
+    scale = torch.from_numpy(X.std(axis=0))  # fixed by the first fit
     expected_losses = []
     for _ in range(2):
         order = rng.permutation(len(X))
@@ -91,7 +103,7 @@ def test_fit_matches_torch_optim_adam(X):
             mu, logvar = F.linear(h, ref["mu_w"], ref["mu_b"]), F.linear(h, ref["logvar_w"], ref["logvar_b"])
             z = mu + torch.exp(0.5 * logvar) * eps
             xhat = F.linear(F.relu(F.linear(z, ref["dec_w"], ref["dec_b"])), ref["out_w"], ref["out_b"])
-            loss = (F.mse_loss(xhat, xb, reduction="none").sum(1) + 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(1)).mean()
+            loss = ((((xhat - xb) / scale) ** 2).sum(1) + 0.1 * 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(1)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -25,6 +25,7 @@ and the models train with the torch path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -70,32 +71,40 @@ def _fallback_cache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"recourse_ray-numba-cache-{user}")
 
 
-def _jit(fn):
+def _jit(fn=None, *, inline: bool = False):
     """``numba.njit(cache=True)``, robust to a read-only package directory.
 
     numba caches next to the module (``__pycache__``) and, when that is not writable,
     in the user cache directory. If neither is usable it refuses ``cache=True``; we then
     point ``NUMBA_CACHE_DIR`` at a temporary directory (only if the user has not set it)
     and, as a last resort, compile without a cache.
+
+    ``inline=True`` inlines the function into its jitted callers (numba IR inlining):
+    numba compiles each function on its own and LLVM does not inline across them, so a
+    small helper called per unit or per step would cost a call and the reference
+    counting of its array arguments.
     """
+    if fn is None:
+        return functools.partial(_jit, inline=inline)
+    options = {"error_model": "numpy", "inline": "always" if inline else "never"}
     try:
-        return numba.njit(cache=True, error_model="numpy")(fn)
+        return numba.njit(cache=True, **options)(fn)
     except RuntimeError as exc:  # "cannot cache function ...: no locator available"
         if not os.environ.get("NUMBA_CACHE_DIR"):
             path = _fallback_cache_dir()
             os.environ["NUMBA_CACHE_DIR"] = path
             numba.config.CACHE_DIR = path  # numba read the environment at import time
             try:
-                return numba.njit(cache=True, error_model="numpy")(fn)
+                return numba.njit(cache=True, **options)(fn)
             except RuntimeError:
                 pass
         logger.warning("The numba cache is unusable (%s); the fused kernel compiles in every process.", exc)
-        return numba.njit(cache=False, error_model="numpy")(fn)
+        return numba.njit(cache=False, **options)(fn)
 
 
 if AVAILABLE:
 
-    @_jit
+    @_jit(inline=True)
     def _splitmix64(state):
         """One step of splitmix64 (Steele et al. 2014): returns (new state, 64 random bits)."""
         state = state + _GOLDEN
@@ -104,23 +113,103 @@ if AVAILABLE:
         z = (z ^ (z >> _S27)) * _MIX2
         return state, z ^ (z >> _S31)
 
+    @_jit(inline=True)
+    def _keep_draw(state, keep_threshold):
+        """The next dropout decision of a member's stream: (new state, whether the unit is kept)."""
+        state, bits = _splitmix64(state)
+        return state, (bits >> _S40) < keep_threshold
+
     @_jit
     def _keep_masks_kernel(seed, n, keep_threshold, out):
         state = seed
         for k in range(n):
-            state, bits = _splitmix64(state)
-            out[k] = (bits >> _S40) < keep_threshold
+            state, kept = _keep_draw(state, keep_threshold)
+            out[k] = kept
+
+    @_jit(inline=True)
+    def _layer_offsets(layer_sizes):
+        """Where each layer lives: ``w_off``, ``b_off`` in a member's block; ``u_off``, its first unit.
+
+        ``u_off[-1]`` is the output unit; the activations hold ``u_off[-1] + 1`` units.
+        """
+        n_layers = layer_sizes.shape[0] - 1
+        w_off = np.empty(n_layers, np.int64)
+        b_off = np.empty(n_layers, np.int64)
+        u_off = np.empty(n_layers + 1, np.int64)
+        offset = 0
+        units = 0
+        for l in range(n_layers):
+            w_off[l] = offset
+            b_off[l] = offset + layer_sizes[l] * layer_sizes[l + 1]
+            offset = b_off[l] + layer_sizes[l + 1]
+            u_off[l] = units
+            units += layer_sizes[l]
+        u_off[n_layers] = units
+        return w_off, b_off, u_off
+
+    @_jit(inline=True)
+    def _relu_dropout(z, mult, use_dropout, keep_threshold, keep_scale, rng_state):
+        """ReLU, then inverted dropout, of the pre-activations ``z`` (in place); returns the stream state.
+
+        ``mult`` receives d(activation)/d(pre-activation): 0 or 1 / keep. One decision
+        is drawn per entry, in order, also for inactive units, so a mask depends only on
+        the seed and the position, not on the activations.
+        """
+        zero = np.float32(0.0)
+        for k in range(z.shape[0]):
+            scale = np.float32(1.0)
+            if use_dropout:
+                rng_state, kept = _keep_draw(rng_state, keep_threshold)
+                scale = keep_scale if kept else zero
+            zk = z[k]
+            active = zk > zero
+            z[k] = zk * scale if active else zero
+            mult[k] = scale if active else zero
+        return rng_state
+
+    @_jit(inline=True)
+    def _bce_with_logits(z, target):
+        """(loss, d loss / dz) of one logit, as torch: (1 - y) z - log_sigmoid(z), sharing one exp(-|z|)."""
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        ez = np.exp(-abs(z))
+        loss = (one - target) * z - (min(z, zero) - np.log1p(ez))
+        sig = one / (one + ez) if z >= zero else ez / (one + ez)
+        return loss, sig - target
+
+    @_jit(inline=True)
+    def _adam_step(p, grad, exp_avg, exp_avg_sq, neg_step, bias_correction2_sqrt):
+        """One Adam update in the operation order of torch's single-tensor implementation."""
+        one_minus_beta1 = np.float32(1.0 - _BETA1)
+        beta2 = np.float32(_BETA2)
+        one_minus_beta2 = np.float32(1.0 - _BETA2)
+        eps = np.float32(_EPS)
+        for k in range(p.shape[0]):
+            g = grad[k]
+            a = exp_avg[k]
+            a = a + one_minus_beta1 * (g - a)
+            exp_avg[k] = a
+            v = exp_avg_sq[k] * beta2
+            v = v + one_minus_beta2 * g * g
+            exp_avg_sq[k] = v
+            p[k] = p[k] + neg_step * a / (np.sqrt(v) / bias_correction2_sqrt + eps)
 
     @_jit
-    def _dot(x, y, sequential):
-        """sum(x * y) in float32: one running sum (torch's small-matrix order) or eight."""
+    def _bias_corrections_kernel(bias_correction1, bias_correction2_sqrt):
+        for k in range(bias_correction1.shape[0]):
+            t = np.float64(k + 1)
+            bias_correction1[k] = 1.0 - _BETA1**t
+            bias_correction2_sqrt[k] = np.float32((1.0 - _BETA2**t) ** 0.5)
+
+    @_jit
+    def _dot(x, y):
+        """sum(x * y) in float32 with eight partial sums (they break the add-latency chain)."""
         n = x.shape[0]
-        if sequential or n < 16:
+        if n < 16:
             acc = np.float32(0.0)
             for i in range(n):
                 acc += x[i] * y[i]
             return acc
-        # Eight partial sums break the add-latency chain (strict IEEE forbids LLVM to).
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
         n8 = n - n % 8
         for i in range(0, n8, 8):
@@ -137,37 +226,138 @@ if AVAILABLE:
         return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
     @_jit
-    def _train_kernel(
-        params, layer_sizes, X, y, orders, batch_size, lr, dropout, keep_threshold, dropout_seeds, losses
+    def _train_one_row_kernel(
+        params, layer_sizes, X, y, orders, lr, dropout, keep_threshold, dropout_seeds,
+        bias_correction1, bias_correction2_sqrt, losses,
     ):
+        """``train_epochs`` at batch size 1: one row per step, no batch dimension."""
         n_members, n_par = params.shape
         n_epochs = orders.shape[1]
         n = orders.shape[2]
         n_layers = layer_sizes.shape[0] - 1
         n_in = layer_sizes[0]
-
-        # Flat offsets: weights/biases inside a member's block, units inside the activations.
-        w_off = np.empty(n_layers, np.int64)
-        b_off = np.empty(n_layers, np.int64)
-        u_off = np.empty(n_layers + 1, np.int64)
-        offset = 0
-        units = 0
-        max_fan_in = 1
-        for l in range(n_layers):
-            w_off[l] = offset
-            b_off[l] = offset + layer_sizes[l] * layer_sizes[l + 1]
-            offset = b_off[l] + layer_sizes[l + 1]
-            u_off[l] = units
-            units += layer_sizes[l]
-            max_fan_in = max(max_fan_in, layer_sizes[l])
-        u_off[n_layers] = units
-        units += layer_sizes[n_layers]
+        w_off, b_off, u_off = _layer_offsets(layer_sizes)
         out_unit = u_off[n_layers]
+        acts = np.zeros(out_unit + 1, np.float32)  # inputs, post-dropout activations, logit
+        mult = np.zeros(out_unit + 1, np.float32)  # d(activation)/d(pre-activation)
+        delta = np.zeros(out_unit + 1, np.float32)  # d(loss)/d(pre-activation)
+        grad = np.zeros(n_par, np.float32)
+        exp_avg = np.zeros(n_par, np.float32)
+        exp_avg_sq = np.zeros(n_par, np.float32)
+        zero = np.float32(0.0)
+        use_dropout = dropout > 0.0
+        keep_scale = np.float32(1.0) / np.float32(1.0 - dropout)  # torch: mask.float() / keep
+
+        for m in range(n_members):
+            p = params[m]
+            exp_avg[:] = zero
+            exp_avg_sq[:] = zero
+            rng_state = dropout_seeds[m]
+            step = 0
+            for e in range(n_epochs):
+                epoch_loss = 0.0
+                for s in range(n):
+                    r = orders[m, e, s]
+                    for i in range(n_in):
+                        acts[i] = X[r, i]
+
+                    # Forward: each output summed in input order (torch's small-matrix
+                    # order), four outputs at a time so that four add chains share each
+                    # load of an input.
+                    for l in range(n_layers):
+                        fan_in = layer_sizes[l]
+                        fan_out = layer_sizes[l + 1]
+                        x = acts[u_off[l] : u_off[l] + fan_in]
+                        z = acts[u_off[l + 1] : u_off[l + 1] + fan_out]
+                        W = p[w_off[l] : b_off[l]]
+                        bias = p[b_off[l] : b_off[l] + fan_out]
+                        j = 0
+                        while j + 4 <= fan_out:
+                            w0 = W[j * fan_in : (j + 1) * fan_in]
+                            w1 = W[(j + 1) * fan_in : (j + 2) * fan_in]
+                            w2 = W[(j + 2) * fan_in : (j + 3) * fan_in]
+                            w3 = W[(j + 3) * fan_in : (j + 4) * fan_in]
+                            s0 = s1 = s2 = s3 = zero
+                            for i in range(fan_in):
+                                xi = x[i]
+                                s0 += w0[i] * xi
+                                s1 += w1[i] * xi
+                                s2 += w2[i] * xi
+                                s3 += w3[i] * xi
+                            z[j] = s0 + bias[j]
+                            z[j + 1] = s1 + bias[j + 1]
+                            z[j + 2] = s2 + bias[j + 2]
+                            z[j + 3] = s3 + bias[j + 3]
+                            j += 4
+                        for k in range(j, fan_out):
+                            w0 = W[k * fan_in : (k + 1) * fan_in]
+                            s0 = zero
+                            for i in range(fan_in):
+                                s0 += w0[i] * x[i]
+                            z[k] = s0 + bias[k]
+                        if l < n_layers - 1:
+                            rng_state = _relu_dropout(
+                                z, mult[u_off[l + 1] : u_off[l + 1] + fan_out], use_dropout, keep_threshold,
+                                keep_scale, rng_state,
+                            )
+
+                    loss, dz = _bce_with_logits(acts[out_unit], y[r])
+                    delta[out_unit] = dz
+                    epoch_loss += np.float64(loss)
+
+                    # Backward: every gradient entry is written once per step (no zeroing pass).
+                    for l in range(n_layers - 1, -1, -1):
+                        fan_in = layer_sizes[l]
+                        fan_out = layer_sizes[l + 1]
+                        x = acts[u_off[l] : u_off[l] + fan_in]
+                        delta_out = delta[u_off[l + 1] : u_off[l + 1] + fan_out]
+                        delta_in = delta[u_off[l] : u_off[l] + fan_in]
+                        W = p[w_off[l] : b_off[l]]
+                        gW = grad[w_off[l] : b_off[l]]
+                        grad[b_off[l] : b_off[l] + fan_out] = delta_out
+                        for j in range(fan_out):
+                            dj = delta_out[j]
+                            g = gW[j * fan_in : (j + 1) * fan_in]
+                            for i in range(fan_in):
+                                g[i] = dj * x[i]
+                        if l > 0:
+                            delta_in[:] = zero
+                            for j in range(fan_out):
+                                dj = delta_out[j]
+                                w = W[j * fan_in : (j + 1) * fan_in]
+                                for i in range(fan_in):
+                                    delta_in[i] += w[i] * dj
+                            mult_in = mult[u_off[l] : u_off[l] + fan_in]
+                            for i in range(fan_in):
+                                delta_in[i] *= mult_in[i]
+
+                    _adam_step(
+                        p, grad, exp_avg, exp_avg_sq, np.float32(-(lr / bias_correction1[step])),
+                        bias_correction2_sqrt[step],
+                    )
+                    step += 1
+                losses[m, e] = epoch_loss / n
+
+    @_jit
+    def _train_minibatch_kernel(
+        params, layer_sizes, X, y, orders, batch_size, lr, dropout, keep_threshold, dropout_seeds,
+        bias_correction1, bias_correction2_sqrt, losses,
+    ):
+        """``train_epochs`` at any batch size; at one row per batch it computes what the one-row kernel does."""
+        n_members, n_par = params.shape
+        n_epochs = orders.shape[1]
+        n = orders.shape[2]
+        n_layers = layer_sizes.shape[0] - 1
+        n_in = layer_sizes[0]
+        w_off, b_off, u_off = _layer_offsets(layer_sizes)
+        out_unit = u_off[n_layers]
+        units = out_unit + 1
+        max_fan_in = layer_sizes[:n_layers].max()
 
         # Every buffer of the step loop is allocated here, once per call. Unit u of batch
-        # row b lives at u * nb + b (nb = rows of the current batch): loops over the batch
-        # are contiguous and, at nb == 1, so are loops over units. Inner loops go through
-        # slices (views, no allocation): LLVM vectorises those, not offset arithmetic.
+        # row b lives at u * nb + b (nb = rows of the current batch), so loops over the
+        # batch are contiguous. Inner loops go through slices (views, no allocation):
+        # LLVM vectorises those, not offset arithmetic.
         width = min(batch_size, n)
         acts = np.zeros(units * width, np.float32)  # inputs, post-dropout activations, logits
         mult = np.zeros(units * width, np.float32)  # d(activation)/d(pre-activation): 0 or 1/keep
@@ -180,12 +370,8 @@ if AVAILABLE:
 
         zero = np.float32(0.0)
         one = np.float32(1.0)
-        one_minus_beta1 = np.float32(1.0 - _BETA1)
-        beta2 = np.float32(_BETA2)
-        one_minus_beta2 = np.float32(1.0 - _BETA2)
-        eps = np.float32(_EPS)
         use_dropout = dropout > 0.0
-        keep_scale = one / np.float32(1.0 - dropout)  # torch: mask.float() / keep
+        keep_scale = one / np.float32(1.0 - dropout)
         n_batches = (n + batch_size - 1) // batch_size
 
         for m in range(n_members):
@@ -204,60 +390,41 @@ if AVAILABLE:
                         for i in range(n_in):
                             acts[i * nb + b] = X[r, i]
 
-                    # Forward: z = W a + b; hidden layers: ReLU, then inverted dropout.
+                    # Forward: z = W a + b, as vector updates over the batch (each output
+                    # summed in input order); hidden layers: ReLU, then inverted dropout,
+                    # drawn unit by unit, rows fastest.
                     for l in range(n_layers):
                         fan_in = layer_sizes[l]
                         fan_out = layer_sizes[l + 1]
                         io = u_off[l]
                         oo = u_off[l + 1]
-                        hidden = l < n_layers - 1
-                        if nb == 1:
-                            layer_in = acts[io : io + fan_in]
-                            sequential = fan_in * fan_out < _SEQUENTIAL_BELOW
-                            for j in range(fan_out):
-                                row = w_off[l] + j * fan_in
-                                acts[oo + j] = _dot(p[row : row + fan_in], layer_in, sequential)
-                        else:
-                            for j in range(fan_out):
-                                row = w_off[l] + j * fan_in
-                                out = acts[(oo + j) * nb : (oo + j + 1) * nb]
-                                out[:] = zero
-                                for i in range(fan_in):
-                                    w = p[row + i]
-                                    src = acts[(io + i) * nb : (io + i + 1) * nb]
-                                    for b in range(nb):
-                                        out[b] += w * src[b]
+                        for j in range(fan_out):
+                            row = w_off[l] + j * fan_in
+                            out = acts[(oo + j) * nb : (oo + j + 1) * nb]
+                            out[:] = zero
+                            for i in range(fan_in):
+                                w = p[row + i]
+                                src = acts[(io + i) * nb : (io + i + 1) * nb]
+                                for b in range(nb):
+                                    out[b] += w * src[b]
                         for j in range(fan_out):
                             bias = p[b_off[l] + j]
                             out = acts[(oo + j) * nb : (oo + j + 1) * nb]
-                            if not hidden:
-                                for b in range(nb):
-                                    out[b] = out[b] + bias
-                                continue
-                            out_mult = mult[(oo + j) * nb : (oo + j + 1) * nb]
                             for b in range(nb):
-                                z = out[b] + bias
-                                scale = one
-                                if use_dropout:
-                                    # Drawn for every unit, so a mask depends only on the
-                                    # seed and the position, not on the activations.
-                                    rng_state, bits = _splitmix64(rng_state)
-                                    scale = keep_scale if (bits >> _S40) < keep_threshold else zero
-                                active = z > zero
-                                out[b] = z * scale if active else zero
-                                out_mult[b] = scale if active else zero
+                                out[b] = out[b] + bias
+                            if l < n_layers - 1:
+                                rng_state = _relu_dropout(
+                                    out, mult[(oo + j) * nb : (oo + j + 1) * nb], use_dropout, keep_threshold,
+                                    keep_scale, rng_state,
+                                )
 
-                    # Loss (BCE with logits, as torch: (1 - y) z - log_sigmoid(z)) and its
-                    # gradient (sigmoid(z) - y) / nb, sharing one exp(-|z|).
+                    # Loss: the mean over the batch; its gradient (sigmoid(z) - y) / nb.
                     inv_nb = one / np.float32(nb)
                     batch_loss = zero
                     for b in range(nb):
-                        z = acts[out_unit * nb + b]
-                        t = y[rows[b]]
-                        ez = np.exp(-abs(z))
-                        batch_loss += (one - t) * z - (min(z, zero) - np.log1p(ez))
-                        sig = one / (one + ez) if z >= zero else ez / (one + ez)
-                        delta[out_unit * nb + b] = (sig - t) * inv_nb
+                        loss, dz = _bce_with_logits(acts[out_unit * nb + b], y[rows[b]])
+                        batch_loss += loss
+                        delta[out_unit * nb + b] = dz * inv_nb
                     epoch_loss += np.float64(batch_loss / np.float32(nb))
 
                     # Backward: every gradient entry is written once per step (no zeroing pass).
@@ -270,77 +437,73 @@ if AVAILABLE:
                         delta_in = delta[io * nb : (io + fan_in) * nb]
                         if propagate:
                             delta_in[:] = zero
-                        if nb == 1:
-                            layer_in = acts[io : io + fan_in]
-                            for j in range(fan_out):
-                                dj = delta[oo + j]
-                                grad[b_off[l] + j] = dj
-                                row = w_off[l] + j * fan_in
-                                grad_row = grad[row : row + fan_in]
+                        # Layers with many inputs and outputs accumulate weight gradients
+                        # as vector updates over the inputs (from a sample-major copy of
+                        # them); the others as dot products over the batch.
+                        wide = fan_in >= _WIDE_FAN_IN and fan_out >= _WIDE_FAN_OUT
+                        if wide:
+                            for b in range(nb):
                                 for i in range(fan_in):
-                                    grad_row[i] = dj * layer_in[i]
-                                if propagate:
-                                    w_row = p[row : row + fan_in]
-                                    for i in range(fan_in):
-                                        delta_in[i] += w_row[i] * dj
-                        else:
-                            # Layers with many inputs and outputs accumulate weight gradients
-                            # as vector updates over the inputs (from a sample-major copy of
-                            # them); the others as dot products over the batch.
-                            wide = fan_in >= _WIDE_FAN_IN and fan_out >= _WIDE_FAN_OUT
+                                    inputs_t[b * fan_in + i] = acts[(io + i) * nb + b]
+                        for j in range(fan_out):
+                            delta_out = delta[(oo + j) * nb : (oo + j + 1) * nb]
+                            row = w_off[l] + j * fan_in
+                            grad_row = grad[row : row + fan_in]
+                            gb = zero
+                            for b in range(nb):
+                                gb += delta_out[b]
+                            grad[b_off[l] + j] = gb
                             if wide:
+                                grad_row[:] = zero
                                 for b in range(nb):
+                                    dj = delta_out[b]
+                                    src = inputs_t[b * fan_in : (b + 1) * fan_in]
                                     for i in range(fan_in):
-                                        inputs_t[b * fan_in + i] = acts[(io + i) * nb + b]
-                            for j in range(fan_out):
-                                delta_out = delta[(oo + j) * nb : (oo + j + 1) * nb]
-                                row = w_off[l] + j * fan_in
-                                grad_row = grad[row : row + fan_in]
-                                gb = zero
-                                for b in range(nb):
-                                    gb += delta_out[b]
-                                grad[b_off[l] + j] = gb
-                                if wide:
-                                    grad_row[:] = zero
+                                        grad_row[i] += dj * src[i]
+                            else:
+                                for i in range(fan_in):
+                                    grad_row[i] = _dot(delta_out, acts[(io + i) * nb : (io + i + 1) * nb])
+                            if propagate:
+                                for i in range(fan_in):
+                                    w = p[row + i]
+                                    dst = delta_in[i * nb : (i + 1) * nb]
                                     for b in range(nb):
-                                        dj = delta_out[b]
-                                        src = inputs_t[b * fan_in : (b + 1) * fan_in]
-                                        for i in range(fan_in):
-                                            grad_row[i] += dj * src[i]
-                                else:
-                                    for i in range(fan_in):
-                                        grad_row[i] = _dot(delta_out, acts[(io + i) * nb : (io + i + 1) * nb], False)
-                                if propagate:
-                                    for i in range(fan_in):
-                                        w = p[row + i]
-                                        dst = delta_in[i * nb : (i + 1) * nb]
-                                        for b in range(nb):
-                                            dst[b] += w * delta_out[b]
+                                        dst[b] += w * delta_out[b]
                         if propagate:
                             mult_in = mult[io * nb : (io + fan_in) * nb]
                             for k in range(fan_in * nb):
                                 delta_in[k] *= mult_in[k]
 
-                    # Adam, in the operation order of torch's single-tensor implementation.
+                    _adam_step(
+                        p, grad, exp_avg, exp_avg_sq, np.float32(-(lr / bias_correction1[step])),
+                        bias_correction2_sqrt[step],
+                    )
                     step += 1
-                    t_f = np.float64(step)
-                    step_size = lr / (1.0 - _BETA1**t_f)
-                    neg_step = np.float32(-step_size)
-                    bc2_sqrt = np.float32((1.0 - _BETA2**t_f) ** 0.5)
-                    for k in range(n_par):
-                        g = grad[k]
-                        a = exp_avg[k]
-                        a = a + one_minus_beta1 * (g - a)
-                        exp_avg[k] = a
-                        v = exp_avg_sq[k] * beta2
-                        v = v + one_minus_beta2 * g * g
-                        exp_avg_sq[k] = v
-                        p[k] = p[k] + neg_step * a / (np.sqrt(v) / bc2_sqrt + eps)
                 losses[m, e] = epoch_loss / n_batches
 
 
 def _keep_threshold(dropout: float) -> np.uint64:
     return np.uint64(int(round((1.0 - dropout) * (1 << _MASK_BITS))))
+
+
+@functools.lru_cache(maxsize=8)
+def _bias_corrections(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adam's bias corrections of steps 1..n_steps, as torch computes them.
+
+    ``torch.optim.Adam`` evaluates ``1 - beta1**t`` and ``(1 - beta2**t) ** 0.5`` in
+    float64 (libm ``pow``) at every step. A table per step count, which is the same for
+    every retraining of a system, takes these two ``pow`` calls out of the step loops.
+
+    Returns:
+        (n_steps,) float64 ``1 - beta1**t`` and (n_steps,) float32 ``sqrt(1 - beta2**t)``,
+        both read-only.
+    """
+    bias_correction1 = np.empty(n_steps, dtype=np.float64)
+    bias_correction2_sqrt = np.empty(n_steps, dtype=np.float32)
+    _bias_corrections_kernel(bias_correction1, bias_correction2_sqrt)
+    bias_correction1.flags.writeable = False
+    bias_correction2_sqrt.flags.writeable = False
+    return bias_correction1, bias_correction2_sqrt
 
 
 def dropout_keep_mask(seed: int, n: int, dropout: float) -> np.ndarray:
@@ -450,17 +613,11 @@ def train_epochs(
     losses = np.zeros((n_members, orders.shape[1]), dtype=np.float64)
     if orders.shape[1] == 0 or X.shape[0] == 0:
         return losses
-    _train_kernel(
-        params,
-        sizes,
-        X,
-        y,
-        orders,
-        int(batch_size),
-        float(lr),
-        float(dropout),
-        _keep_threshold(float(dropout)),
-        seeds,
-        losses,
-    )
+    batch_size = int(batch_size)
+    bias_correction1, bias_correction2_sqrt = _bias_corrections(orders.shape[1] * -(-X.shape[0] // batch_size))
+    common = (float(lr), float(dropout), _keep_threshold(float(dropout)), seeds, bias_correction1, bias_correction2_sqrt)
+    if min(batch_size, X.shape[0]) == 1:
+        _train_one_row_kernel(params, sizes, X, y, orders, *common, losses)
+    else:
+        _train_minibatch_kernel(params, sizes, X, y, orders, batch_size, *common, losses)
     return losses
