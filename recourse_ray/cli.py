@@ -68,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep")
     p.add_argument("--systems", action="store_true", help="list every system with its key")
 
-    p = sub.add_parser("datasets", help="list datasets")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "info"])
-    p.add_argument("name", nargs="?")
+    p = sub.add_parser("datasets", help="list, describe, fetch or import datasets (see docs/data.md)")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "info", "fetch", "import"],
+                   help="list (default) | info NAME | fetch NAME | import NAME PATH")
+    p.add_argument("name", nargs="?", help="a dataset name")
+    p.add_argument("path", nargs="?", help="import: the local file (our CSV or the raw download)")
+    p.add_argument("--force", action="store_true", help="fetch/import: accept a checksum mismatch (the file must still load) and replace a different existing file (kept as .bak)")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $RECOURSE_RAY_DATA or ~/.cache/recourse_ray/data)")
+    p.add_argument("--timeout", type=float, default=None, help="fetch: seconds to wait for the server (default: 20)")
     sub.add_parser("generators", help="list generators and their defaults")
     sub.add_parser("models", help="list classifiers and their defaults")
     return parser
@@ -267,21 +272,73 @@ def cmd_validate(args) -> int:
 
 def cmd_datasets(args) -> int:
     from recourse_ray import data
+    from recourse_ray.data import sources
 
+    def show(item) -> None:
+        """Print a ``sources.DatasetInfo`` (``datasets info``)."""
+        if item.class_counts is not None:
+            if item.kind == "file":
+                half = min(item.class_counts)
+                print(f"{item.name}: {item.balanced_rows} rows, {item.n_features} features, classes 0/1 = {half}/{half}")
+                n0, n1 = item.class_counts
+                print(f"before balancing: {item.rows} rows, classes 0/1 = {n0}/{n1} ({item.rows_in_file} rows in the file)")
+            else:
+                n0, n1 = item.class_counts
+                print(f"{item.name}: {item.rows} rows, {item.n_features} features, classes 0/1 = {n0}/{n1}")
+        else:
+            print(f"{item.name}: {'file not present' if not item.present else 'file does not load'}")
+        if item.description:
+            print(f"about: {item.description}")
+        print(f"source: {item.source}")
+        if item.kind == "file":
+            status = {
+                "ok": "present, checksum ok",
+                "mismatch": f"present, checksum MISMATCH: SHA-256 {item.sha256}, expected {item.expected_sha256}",
+                "absent": "absent",
+            }[item.checksum]
+            print(f"file: {item.path} ({status})")
+        if item.feature_names:
+            print("features: " + ", ".join(item.feature_names))
+
+    takes = {"list": 0, "info": 1, "fetch": 1, "import": 2}[args.action]
+    given = [a for a in (args.name, args.path) if a is not None]
+    if len(given) < takes:
+        usage = {"info": "info NAME", "fetch": "fetch NAME", "import": "import NAME PATH"}[args.action]
+        return _bad_input(f"datasets {args.action} needs {'a dataset NAME' if not given else 'a PATH to import'}: recourse-ray datasets {usage}.")
+    if len(given) > takes:
+        return _bad_input(f"datasets {args.action} takes {takes} argument(s). Got {len(given)}: {' '.join(given)}.")
+    if args.timeout is not None and not args.timeout > 0:
+        return _bad_input(f"--timeout must be > 0. Got {args.timeout} instead.")
     if args.action == "list":
         for name in data.names():
             print(name)
         return EXIT_OK
-    if not args.name:
-        return _bad_input("datasets info needs a dataset NAME.")
     try:
-        ds = data.load(args.name, seed=0)
-    except (KeyError, ValueError, OSError) as exc:
+        if args.action == "info":
+            item = sources.info(args.name, data_dir=args.data_dir)
+            show(item)
+            if not item.present:
+                return _bad_input(
+                    f"{item.path} not found. Get it with `recourse-ray datasets fetch {item.name}` "
+                    f"(or `recourse-ray datasets import {item.name} PATH`); see docs/data.md."
+                )
+            if item.error:
+                return _bad_input(item.error)
+            return EXIT_OK
+        if args.action == "fetch":
+            timeout = sources.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+            done = sources.fetch(args.name, data_dir=args.data_dir, force=args.force, timeout=timeout)
+        else:
+            done = sources.import_file(args.name, args.path, data_dir=args.data_dir, force=args.force)
+    except sources.DownloadError as exc:
+        print(f"recourse-ray: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyError, ValueError) as exc:
         return _bad_input(exc.args[0] if exc.args else str(exc))
-    n0, n1 = ds.class_counts()
-    print(f"{ds.name}: {ds.n_samples} rows, {ds.n_features} features, classes 0/1 = {n0}/{n1}")
-    print(f"source: {ds.source}")
-    print("features: " + ", ".join(ds.feature_names))
+    except OSError as exc:  # the data directory cannot be written
+        print(f"recourse-ray: error: cannot write to the data directory: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(done.summary())
     return EXIT_OK
 
 

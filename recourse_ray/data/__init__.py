@@ -28,6 +28,7 @@ __all__ = [
     "set_data_dir",
     "synthetic",
     "tabular",
+    "sources",
 ]
 
 Loader = Callable[..., Dataset]
@@ -97,3 +98,4 @@ for _name in ("overlapping", "linearly_separable", "circles", "moons", "blobs"):
     register(_name, _synthetic_loader(getattr(synthetic, _name)))
 
 from recourse_ray.data import tabular  # noqa: E402  (registers the tabular loaders)
+from recourse_ray.data import sources  # noqa: E402  (where the tabular files come from)
