@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_training.py", "bench_search.py", "bench_mmd.py", "bench_system.py", "bench_sweep.py", "bench_report.py", "bench_dice.py"]
+SCRIPTS = ["bench_training.py", "bench_vae.py", "bench_search.py", "bench_mmd.py", "bench_system.py", "bench_sweep.py", "bench_report.py", "bench_dice.py"]
 
 
 def main() -> int:

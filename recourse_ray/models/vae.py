@@ -22,6 +22,12 @@ validity 0.0 on ``overlapping``). With scaled reconstruction and ``kl_weight = 0
 relative RMSE is ~0.08 and REVISE's validity 0.86-0.98 (docs/semantics.md). The
 reference compared the latent sample with the input in its reconstruction term and added
 weight decay on the decoder; we reproduce neither.
+
+Training has two paths with the same semantics: a compiled kernel
+(``_fused_vae.train_vae_epochs``, numba; the default when numba is available) and eager
+torch autograd (the reference). Both consume the same row orders and reparameterisation
+noise, drawn from the fit's numpy Generator, so they agree to float32 rounding
+(docs/fused_training.md, "VAE").
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recourse_ray._rng import as_rng, torch_generator
+from recourse_ray._rng import as_rng
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "BACKENDS"]
 
+BACKENDS = ("auto", "fused", "torch")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
@@ -69,8 +76,12 @@ class VAE:
         latent_dim: size of the latent code (2 for the synthetic data, 8 for real-world
             data in the study).
         hidden: width of the hidden layer of the encoder and of the decoder.
+        kl_weight: weight of the KL term of the loss (> 0).
         seed: int or numpy Generator for the initial weights (Glorot-uniform weights,
             zero biases, as Flux initialises them).
+        backend: training path of :meth:`fit`: ``"fused"`` (the compiled kernel of
+            ``_fused_vae``), ``"torch"`` (eager torch autograd, the reference) or
+            ``"auto"`` (the default: fused when numba is available, torch otherwise).
 
     Attributes:
         flat: (n_params,) float32 tensor holding every weight (no gradient outside ``fit``).
@@ -87,6 +98,7 @@ class VAE:
         hidden: int = 32,
         kl_weight: float = 0.1,
         seed: int | np.random.Generator,
+        backend: str = "auto",
     ) -> None:
         problems = [
             p
@@ -99,12 +111,15 @@ class VAE:
         ]
         if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not (0 < kl_weight < math.inf):
             problems.append(f"the 'kl_weight' parameter must be a float > 0; got {kl_weight!r}")
+        if backend not in BACKENDS:
+            problems.append(f"the 'backend' parameter must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if problems:
             raise ValueError("Invalid parameters for VAE: " + "; ".join(problems) + ".")
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
         self.kl_weight = float(kl_weight)
+        self.backend = backend
         # Per-feature std of the data of the first fit (None until then): the scale of the
         # reconstruction likelihood.
         self.scale_: torch.Tensor | None = None
@@ -146,7 +161,13 @@ class VAE:
         self._bind(torch.from_numpy(np.concatenate(parts)))
 
     def config(self) -> dict:
-        return {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden": self.hidden, "kl_weight": self.kl_weight}
+        return {
+            "input_dim": self.input_dim,
+            "latent_dim": self.latent_dim,
+            "hidden": self.hidden,
+            "kl_weight": self.kl_weight,
+            "backend": self.backend,
+        }
 
     def get_state(self) -> dict:
         """Configuration and weights as plain Python / numpy objects (for other processes)."""
@@ -192,6 +213,7 @@ class VAE:
 
     def __setstate__(self, d: dict) -> None:
         d = d.copy()
+        d.setdefault("backend", "auto")  # pickles from before the fused backend
         flat = torch.from_numpy(np.array(d.pop("flat"), dtype=np.float32))
         self.__dict__.update(d)
         self._bind(flat)
@@ -202,7 +224,10 @@ class VAE:
         return new
 
     def __repr__(self) -> str:
-        return f"VAE(input_dim={self.input_dim}, latent_dim={self.latent_dim}, hidden={self.hidden}, kl_weight={self.kl_weight})"
+        return (
+            f"VAE(input_dim={self.input_dim}, latent_dim={self.latent_dim}, hidden={self.hidden}, "
+            f"kl_weight={self.kl_weight}, backend={self.backend!r})"
+        )
 
     # ------------------------------------------------------------------ forward
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,6 +263,21 @@ class VAE:
         return (reconstruction + self.kl_weight * kl).mean()
 
     # ------------------------------------------------------------------ training
+    def uses_fused(self, backend: str | None = None) -> bool:
+        """Whether ``fit`` (with this ``backend``, default ``self.backend``) runs the compiled kernel.
+
+        Raises:
+            RuntimeError: ``backend="fused"`` but numba is unavailable (the reason included).
+        """
+        backend = self.backend if backend is None else backend
+        if backend == "torch":
+            return False
+        from recourse_ray.models import _fused_vae
+
+        if backend == "fused" and not _fused_vae.AVAILABLE:
+            raise RuntimeError(f"The fused training backend is unavailable: {_fused_vae.UNAVAILABLE_REASON}")
+        return _fused_vae.AVAILABLE
+
     def fit(
         self,
         X: np.ndarray,
@@ -246,19 +286,25 @@ class VAE:
         batch_size: int = 50,
         seed: int | np.random.Generator,
         lr: float = 1e-3,
+        backend: str | None = None,
     ) -> np.ndarray:
         """Continue training from the current weights with a fresh Adam state.
 
-        Each epoch shuffles the rows with a numpy Generator drawn from ``seed``; the
-        reparameterisation noise comes from a torch.Generator seeded by the first draw
-        of that same Generator. No global RNG is used.
+        All randomness comes from one numpy Generator ``rng = as_rng(seed)``, drawn in this
+        order, epoch by epoch: ``order = rng.permutation(n)``, then
+        ``eps = rng.standard_normal((n, latent_dim), dtype=np.float32)``. The batch at
+        positions ``order[s:s+B]`` uses the noise ``eps[s:s+B]`` (noise follows the
+        position in the shuffled order, not the row). All draws happen before training,
+        so both backends consume identical batches and noise. No global RNG is used.
 
         Args:
             X: (n_samples, input_dim) features.
             epochs: passes over the data (>= 0).
-            batch_size: rows per Adam step (the last batch of an epoch may be smaller).
+            batch_size: rows per Adam step (the last batch of an epoch may be smaller and
+                is averaged over its own size).
             seed: int or numpy Generator.
             lr: Adam learning rate.
+            backend: ``"auto"``, ``"fused"`` or ``"torch"``; None uses ``self.backend``.
 
         Returns:
             (epochs,) float64: mean batch loss of each epoch (computed before each update).
@@ -273,16 +319,46 @@ class VAE:
             problems.append("X contains NaN or infinite values")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             problems.append(f"the 'lr' parameter must be a float > 0; got {lr!r}")
+        if backend is not None and backend not in BACKENDS:
+            problems.append(f"the 'backend' parameter must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if problems:
             raise ValueError("Invalid arguments to VAE.fit: " + "; ".join(problems) + ".")
+        fused = self.uses_fused(backend)
         rng = as_rng(seed)
-        noise_gen = torch_generator(rng)
-        Xt = torch.from_numpy(X)
+        n, epochs, lr, batch_size = X.shape[0], int(epochs), float(lr), int(batch_size)
+        orders = np.empty((epochs, n), dtype=np.int64)
+        noise = np.empty((epochs, n, self.latent_dim), dtype=np.float32)
+        for epoch in range(epochs):
+            orders[epoch] = rng.permutation(n)
+            noise[epoch] = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
         if self.scale_ is None:
             std = X.std(axis=0)
             self.scale_ = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32))
-        n, lr, batch_size = X.shape[0], float(lr), int(batch_size)
-        losses = np.zeros(int(epochs))
+        if fused:
+            from recourse_ray.models import _fused_vae
+
+            dims = np.array([self.input_dim, self.hidden, self.latent_dim], dtype=np.int64)
+            # ``self.flat`` shares its memory with this array: the kernel updates the
+            # weights (and every view in ``params``) in place.
+            losses = _fused_vae.train_vae_epochs(
+                self.flat.detach().numpy(), dims, X, orders, noise, self.scale_.numpy(), self.kl_weight, batch_size, lr
+            )
+        else:
+            losses = self._fit_torch(X, orders, noise, batch_size, lr)
+        self.last_fit_losses_ = losses
+        return losses
+
+    def _fit_torch(
+        self, X: np.ndarray, orders: np.ndarray, noise: np.ndarray, batch_size: int, lr: float
+    ) -> np.ndarray:
+        """The reference training loop: eager torch autograd, Adam by hand on ``flat``.
+
+        Args: X (n, d) float32; orders (epochs, n) int64; noise (epochs, n, latent_dim)
+        float32, as drawn by :meth:`fit`. Returns (epochs,) float64 losses.
+        """
+        n = X.shape[0]
+        Xt = torch.from_numpy(X)
+        losses = np.zeros(orders.shape[0])
         # Adam (Kingma & Ba 2015) on the one flat parameter block, with torch.optim.Adam's
         # update formula; a fresh state per call. One fused update instead of ten
         # per-tensor ones halves the cost of a step at these sizes.
@@ -294,13 +370,13 @@ class VAE:
         flat.requires_grad_(True)
         self._bind(flat)  # views taken after requires_grad, so the loss reaches ``flat``
         try:
-            for epoch in range(int(epochs)):
-                order = torch.from_numpy(rng.permutation(n))
+            for epoch in range(orders.shape[0]):
+                order = torch.from_numpy(orders[epoch])
+                eps = torch.from_numpy(noise[epoch])
                 total, n_batches = 0.0, 0
                 for start in range(0, n, batch_size):
                     xb = Xt[order[start : start + batch_size]]
-                    noise = torch.randn(xb.shape[0], self.latent_dim, generator=noise_gen)
-                    loss = self.loss(xb, noise)
+                    loss = self.loss(xb, eps[start : start + batch_size])
                     (grad,) = torch.autograd.grad(loss, flat)
                     step += 1
                     with torch.no_grad():
@@ -314,5 +390,4 @@ class VAE:
         finally:
             flat.requires_grad_(False)
             self._bind(flat)
-        self.last_fit_losses_ = losses
         return losses
