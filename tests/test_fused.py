@@ -57,7 +57,8 @@ MODEL_CASES = [
 @pytest.mark.parametrize("batch_size", [1, 32])
 @pytest.mark.parametrize("name,input_dim,params", MODEL_CASES, ids=lambda c: str(c))
 def test_fused_equals_torch_without_dropout(name, input_dim, params, batch_size):
-    # 65 rows: at batch 32 the epoch ends with a batch of one row (both kernel paths).
+    # Batch 1 runs the one-row kernel, batch 32 the minibatch kernel; 65 rows: at batch 32
+    # every epoch ends with a batch of one row.
     X, y = blobs(65 if batch_size > 1 else 40, input_dim, seed=1)
     eager, fused = pair(name, input_dim, **params)
     assert not eager.uses_fused() and fused.uses_fused()
@@ -69,6 +70,60 @@ def test_fused_equals_torch_without_dropout(name, input_dim, params, batch_size)
     assert not np.allclose(losses_t[:, 0], losses_t[:, -1])  # training did something
     np.testing.assert_allclose(fused.predict_proba(X), eager.predict_proba(X), rtol=0, atol=PROBA_ATOL)
     np.testing.assert_allclose(fused.params.numpy(), eager.params.numpy(), rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the two kernels agree
+def minibatch_kernel_at_batch_size_1(params, layer_sizes, X, y, orders, lr, dropout, seeds):
+    """The minibatch kernel on one row per step (``train_epochs`` runs the one-row kernel there)."""
+    losses = np.zeros((params.shape[0], orders.shape[1]))
+    bias_correction1, bias_correction2_sqrt = _fused._bias_corrections(orders.shape[1] * orders.shape[2])
+    _fused._train_minibatch_kernel(
+        params, layer_sizes, X, y, orders, 1, lr, dropout, _fused._keep_threshold(dropout), seeds,
+        bias_correction1, bias_correction2_sqrt, losses,
+    )
+    return losses
+
+
+KERNEL_CASES = [(2, (), 1), (2, (32,), 1), (33, (64, 64), 1), (2, (32,), 5)]  # (inputs, hidden, members)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+@pytest.mark.parametrize("input_dim,hidden,n_members", KERNEL_CASES, ids=lambda c: str(c))
+def test_one_row_kernel_equals_minibatch_kernel_at_batch_size_1(input_dim, hidden, n_members, dropout):
+    """Same numbers whichever kernel runs a batch of one row: same sums, same dropout stream."""
+    X, y = blobs(40, input_dim, seed=8)
+    model = FeedForwardClassifier(input_dim, hidden=hidden, n_members=n_members, dropout=dropout, seed=5)
+    sizes = np.array(model.layer_sizes, np.int64)
+    rng = np.random.default_rng(3)
+    orders = np.stack([np.stack([rng.permutation(40) for _ in range(3)]) for _ in range(n_members)])
+    seeds = np.arange(11, 11 + n_members, dtype=np.uint64)
+    start = model.params.numpy().copy()
+    one_row, minibatch = start.copy(), start.copy()
+    losses_one_row = _fused.train_epochs(one_row, sizes, X, y, orders, 1, 1e-2, dropout, seeds)
+    losses_minibatch = minibatch_kernel_at_batch_size_1(minibatch, sizes, X, y, orders, 1e-2, dropout, seeds)
+    np.testing.assert_allclose(losses_one_row, losses_minibatch, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(one_row, minibatch, rtol=0, atol=1e-6)
+    assert np.abs(one_row - start).max() > 1e-2  # 120 Adam steps at lr 1e-2 moved the weights
+    if dropout and hidden:  # the masks were applied (same stream in both kernels, checked above)
+        no_dropout = start.copy()
+        _fused.train_epochs(no_dropout, sizes, X, y, orders, 1, 1e-2, 0.0, seeds)
+        assert np.abs(no_dropout - one_row).max() > 1e-3
+
+
+def test_train_epochs_picks_the_kernel_by_rows_per_step(monkeypatch):
+    ran = []
+    for name in ("_train_one_row_kernel", "_train_minibatch_kernel"):
+        kernel = getattr(_fused, name)
+        monkeypatch.setattr(_fused, name, lambda *args, _kernel=kernel, _name=name: (ran.append(_name), _kernel(*args)))
+    X, y = blobs(6, 2, seed=0)
+    sizes = np.array([2, 4, 1], np.int64)
+    for rows, batch_size in ((6, 1), (6, 2), (6, 6), (1, 4)):
+        params = np.zeros((1, 17), np.float32)
+        orders = np.arange(rows, dtype=np.int64).reshape(1, 1, rows)
+        _fused.train_epochs(params, sizes, X[:rows], y[:rows], orders, batch_size, 1e-3, 0.0, np.zeros(1, np.uint64))
+    # A single row of data is one row per step at any batch size.
+    one_row, minibatch = "_train_one_row_kernel", "_train_minibatch_kernel"
+    assert ran == [one_row, minibatch, minibatch, one_row]
 
 
 def test_members_are_independent():
@@ -321,12 +376,14 @@ _CACHE_PROBE = textwrap.dedent(
     params = np.array([[0.3, -0.2, 0.1]], np.float32)
     X = np.array([[0.5, -1.0], [2.0, 0.25], [-1.5, 1.0]], np.float32)
     y = np.array([1.0, 0.0, 1.0], np.float32)
-    losses = mod.train_epochs(params, np.array([2, 1]), X, y, np.array([[[2, 0, 1]]]), 1, 0.05, 0.0,
-                              np.zeros(1, np.uint64))
-    stats = mod._train_kernel.stats
-    print(json.dumps({"cache_dir": numba.config.CACHE_DIR, "hits": sum(stats.cache_hits.values()),
-                      "misses": sum(stats.cache_misses.values()), "params": params.tolist(),
-                      "losses": losses.tolist()}))
+    result = {"cache_dir": numba.config.CACHE_DIR}
+    for batch_size, kernel in ((1, mod._train_one_row_kernel), (2, mod._train_minibatch_kernel)):
+        p = params.copy()
+        mod.train_epochs(p, np.array([2, 1]), X, y, np.array([[[2, 0, 1]]]), batch_size, 0.05, 0.0,
+                         np.zeros(1, np.uint64))
+        result[batch_size] = {"hits": sum(kernel.stats.cache_hits.values()),
+                              "misses": sum(kernel.stats.cache_misses.values()), "params": p.tolist()}
+    print(json.dumps(result))
     """
 )
 
@@ -355,13 +412,15 @@ def test_jit_cache_falls_back_when_package_and_user_cache_are_unwritable(tmp_pat
     cold, warm = runs
     assert cold["cache_dir"].startswith(str(tmpdir))
     assert any(name.endswith(".nbi") for _, _, files in os.walk(cold["cache_dir"]) for name in files)
-    assert cold["misses"] == 1 and cold["hits"] == 0
-    assert warm["hits"] == 1 and warm["misses"] == 0
-    assert warm["params"] == cold["params"]
-
-    # The copy computes what the package's kernel computes.
-    params = np.array([[0.3, -0.2, 0.1]], np.float32)
     X = np.array([[0.5, -1.0], [2.0, 0.25], [-1.5, 1.0]], np.float32)
     y = np.array([1.0, 0.0, 1.0], np.float32)
-    _fused.train_epochs(params, np.array([2, 1]), X, y, np.array([[[2, 0, 1]]]), 1, 0.05, 0.0, np.zeros(1, np.uint64))
-    np.testing.assert_array_equal(np.array(cold["params"], np.float32), params)
+    for batch_size in ("1", "2"):  # json keys: the one-row kernel, the minibatch kernel
+        assert cold[batch_size]["misses"] == 1 and cold[batch_size]["hits"] == 0
+        assert warm[batch_size]["hits"] == 1 and warm[batch_size]["misses"] == 0
+        assert warm[batch_size]["params"] == cold[batch_size]["params"]
+        # The copy computes what the package's kernel computes.
+        params = np.array([[0.3, -0.2, 0.1]], np.float32)
+        _fused.train_epochs(params, np.array([2, 1]), X, y, np.array([[[2, 0, 1]]]), int(batch_size), 0.05, 0.0,
+                            np.zeros(1, np.uint64))
+        np.testing.assert_array_equal(np.array(cold[batch_size]["params"], np.float32), params)
+    assert cold["1"]["params"] != cold["2"]["params"]  # three steps against two

@@ -14,10 +14,19 @@ same order as torch's CPU kernels where that is cheap. The only intended differe
 the dropout masks: they come from a splitmix64 stream per member (seeded by
 ``dropout_seeds[m]``), so they cannot equal torch's masks. See docs/fused_training.md.
 
+Two kernels, one per shape of step. ``_train_one_row_kernel`` runs batch size 1 (the
+study's retraining): no batch dimension, each layer's outputs summed four at a time.
+``_train_minibatch_kernel`` runs larger batches as vector loops over the rows of a
+batch. :func:`train_epochs` checks the arguments once and picks the kernel by batch
+size. Both sum every output in input order, draw the same dropout stream in the same
+order and share the helpers for offsets, dropout, loss and Adam, so at batch size 1
+they give the same numbers (tests/test_fused.py checks it).
+
 Layout (shared with ``_feedforward.py``): ``params`` is ``(n_members, n_params)``
 float32; per member and layer the block holds ``W (out, in)`` row-major, then
-``b (out,)``. Activations are stored unit-major, ``(n_units, batch)``, so the inner
-loops of the forward pass and of the input-gradient run contiguously over the batch.
+``b (out,)``. The minibatch kernel stores activations unit-major, ``(n_units, batch)``,
+so the inner loops of the forward pass and of the input-gradient run contiguously
+over the batch.
 
 If numba cannot be imported, ``AVAILABLE`` is False, ``UNAVAILABLE_REASON`` says why,
 and the models train with the torch path.
@@ -57,13 +66,13 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
 _MASK_BITS = 24  # a keep decision compares the top 24 bits of a draw with a threshold
-# torch's baddbmm sums sequentially when contraction * rows * cols < 400 (its small-matrix
-# kernel) and calls BLAS above; the kernel sums sequentially in the same cases.
-_SEQUENTIAL_BELOW = 400
 # Layers with at least this many inputs and outputs accumulate the weight gradient of a
 # batch as vector updates over the inputs (the transposed copy of the inputs pays off).
 _WIDE_FAN_IN = 16
 _WIDE_FAN_OUT = 8
+# At batch size 1, the weight gradient of a layer with fewer inputs is written with the
+# outputs in the inner loop (a loop over a few inputs costs more to set up than to run).
+_NARROW_FAN_IN = 8
 
 
 def _fallback_cache_dir() -> str:
@@ -126,7 +135,7 @@ if AVAILABLE:
             state, kept = _keep_draw(state, keep_threshold)
             out[k] = kept
 
-    @_jit(inline=True)
+    @_jit
     def _layer_offsets(layer_sizes):
         """Where each layer lives: ``w_off``, ``b_off`` in a member's block; ``u_off``, its first unit.
 
@@ -201,9 +210,12 @@ if AVAILABLE:
             bias_correction1[k] = 1.0 - _BETA1**t
             bias_correction2_sqrt[k] = np.float32((1.0 - _BETA2**t) ** 0.5)
 
-    @_jit
+    @_jit(inline=True)
     def _dot(x, y):
-        """sum(x * y) in float32 with eight partial sums (they break the add-latency chain)."""
+        """sum(x * y) in float32 (the minibatch kernel's sums over a batch).
+
+        From 16 terms on, eight partial sums break the add-latency chain.
+        """
         n = x.shape[0]
         if n < 16:
             acc = np.float32(0.0)
@@ -262,8 +274,8 @@ if AVAILABLE:
                         acts[i] = X[r, i]
 
                     # Forward: each output summed in input order (torch's small-matrix
-                    # order), four outputs at a time so that four add chains share each
-                    # load of an input.
+                    # order), four outputs at a time: four independent add chains share
+                    # each load of an input (one chain alone waits on the add latency).
                     for l in range(n_layers):
                         fan_in = layer_sizes[l]
                         fan_out = layer_sizes[l + 1]
@@ -314,12 +326,21 @@ if AVAILABLE:
                         delta_in = delta[u_off[l] : u_off[l] + fan_in]
                         W = p[w_off[l] : b_off[l]]
                         gW = grad[w_off[l] : b_off[l]]
-                        grad[b_off[l] : b_off[l] + fan_out] = delta_out
+                        gb = grad[b_off[l] : b_off[l] + fan_out]
                         for j in range(fan_out):
-                            dj = delta_out[j]
-                            g = gW[j * fan_in : (j + 1) * fan_in]
+                            gb[j] = delta_out[j]
+                        if fan_in < _NARROW_FAN_IN:
+                            gW2 = gW.reshape((fan_out, fan_in))  # a view: 2-D indices need no offsets
                             for i in range(fan_in):
-                                g[i] = dj * x[i]
+                                xi = x[i]
+                                for j in range(fan_out):
+                                    gW2[j, i] = delta_out[j] * xi
+                        else:
+                            for j in range(fan_out):
+                                dj = delta_out[j]
+                                g = gW[j * fan_in : (j + 1) * fan_in]
+                                for i in range(fan_in):
+                                    g[i] = dj * x[i]
                         if l > 0:
                             delta_in[:] = zero
                             for j in range(fan_out):
@@ -528,16 +549,17 @@ def dropout_keep_mask(seed: int, n: int, dropout: float) -> np.ndarray:
 
 
 def warm_up() -> float:
-    """Compile (or load from the cache) the kernel now; returns the seconds it took.
+    """Compile (or load from the cache) both kernels now; returns the seconds it took.
 
     A sweep driver can call this once per node before starting tasks, so that the
-    tasks load the cached kernel instead of compiling it side by side.
+    tasks load the cached kernels instead of compiling them side by side.
     """
     start = time.perf_counter()
-    params = np.zeros((1, 3), dtype=np.float32)
     X, y = np.zeros((2, 2), dtype=np.float32), np.zeros(2, dtype=np.float32)
     orders = np.zeros((1, 1, 2), dtype=np.int64)
-    train_epochs(params, np.array([2, 1]), X, y, orders, 1, 1e-3, 0.0, np.zeros(1, dtype=np.uint64))
+    for batch_size in (1, 2):  # the one-row kernel, then the minibatch kernel
+        params = np.zeros((1, 3), dtype=np.float32)
+        train_epochs(params, np.array([2, 1]), X, y, orders, batch_size, 1e-3, 0.0, np.zeros(1, dtype=np.uint64))
     return time.perf_counter() - start
 
 
@@ -557,6 +579,8 @@ def train_epochs(
     Equivalent to ``FeedForwardClassifier._fit_torch`` (fresh ``torch.optim.Adam`` state,
     betas (0.9, 0.999), eps 1e-8, bias correction; the last partial batch is averaged
     over its own size), except that dropout masks come from the kernel's own stream.
+    One row per step (``batch_size`` 1, or a single row of data) runs the one-row
+    kernel, larger batches the minibatch kernel; the numbers do not depend on which.
 
     Args:
         params: (n_members, n_params) float32, C-contiguous and writable; modified in place.
@@ -614,10 +638,10 @@ def train_epochs(
     if orders.shape[1] == 0 or X.shape[0] == 0:
         return losses
     batch_size = int(batch_size)
-    bias_correction1, bias_correction2_sqrt = _bias_corrections(orders.shape[1] * -(-X.shape[0] // batch_size))
-    common = (float(lr), float(dropout), _keep_threshold(float(dropout)), seeds, bias_correction1, bias_correction2_sqrt)
+    n_steps = orders.shape[1] * -(-X.shape[0] // batch_size)
+    settings = (float(lr), float(dropout), _keep_threshold(float(dropout)), seeds, *_bias_corrections(n_steps))
     if min(batch_size, X.shape[0]) == 1:
-        _train_one_row_kernel(params, sizes, X, y, orders, *common, losses)
+        _train_one_row_kernel(params, sizes, X, y, orders, *settings, losses)
     else:
-        _train_minibatch_kernel(params, sizes, X, y, orders, batch_size, *common, losses)
+        _train_minibatch_kernel(params, sizes, X, y, orders, batch_size, *settings, losses)
     return losses
