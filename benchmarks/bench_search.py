@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import recourse_ray as rr
 import recourse_ray.generators as G
 from recourse_ray.generators import stream_rng
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 K = 5
 T = 100
@@ -70,15 +71,7 @@ def timed(fn, repeat=1):
 
 
 def machine_info() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{cpu}, {os.cpu_count()} logical cores (shared), Python {platform.python_version()}, "
         f"torch {torch.__version__}, numpy {np.__version__}, torch threads = {torch.get_num_threads()}"

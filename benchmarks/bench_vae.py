@@ -45,6 +45,7 @@ import time
 t0 = time.perf_counter()
 import numpy as np
 from recourse_ray.models import VAE, _fused_vae
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 print(time.perf_counter() - t0)
 X = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
 vae = VAE(2, seed=0, backend="fused")
@@ -129,15 +130,7 @@ def compile_costs() -> dict[str, float]:
 
 
 def machine_info() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import numba
 
     load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
