@@ -33,6 +33,7 @@ import torch
 
 from recourse_ray.models import FeedForwardClassifier
 from recourse_ray.models import _fused
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 # (label, input_dim, hidden, n_members, dropout)
 CONFIGS = [
@@ -55,7 +56,6 @@ import time
 t0 = time.perf_counter()
 import numpy as np
 from recourse_ray.models import FeedForwardClassifier
-from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 print(time.perf_counter() - t0)
 m = FeedForwardClassifier(2, hidden=(32,), backend="fused", seed=0)
 X = np.zeros((4, 2), np.float32); y = np.zeros(4, np.float32)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from recourse_ray.models import VAE, _fused_vae
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 # (label, input_dim, latent_dim, rows)
 CONFIGS = [
@@ -45,7 +46,6 @@ import time
 t0 = time.perf_counter()
 import numpy as np
 from recourse_ray.models import VAE, _fused_vae
-from _machine import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 print(time.perf_counter() - t0)
 X = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
 vae = VAE(2, seed=0, backend="fused")
