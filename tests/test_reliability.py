@@ -138,8 +138,31 @@ def test_results_root_that_is_a_file_fails_clearly(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- process faults
 def _system_task_pids() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::system_task" in line and "ps -eo" not in line]
+    """PIDs of system-task workers of *this* test session's Ray (descendants of this process).
+
+    Other Ray instances on the machine (a user's sweep) are never touched.
+    """
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    parent, tasks = {}, []
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) < 3 or not parts[0].isdigit():
+            continue
+        pid, ppid = int(parts[0]), int(parts[1])
+        parent[pid] = ppid
+        if "ray::system_task" in parts[2]:
+            tasks.append(pid)
+
+    def ours(pid: int) -> bool:
+        seen = set()
+        while pid in parent and pid not in seen:
+            if pid == os.getpid():
+                return True
+            seen.add(pid)
+            pid = parent[pid]
+        return False
+
+    return [pid for pid in tasks if ours(pid)]
 
 
 @pytest.mark.slow
