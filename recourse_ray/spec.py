@@ -49,6 +49,8 @@ TOP_KEYS = (
 GRID_AXES = ("dataset", "model", "generator")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 KEY_LENGTH = 16
+# Settings that choose how a system runs, not what it computes (kept out of system keys).
+EXECUTION_ONLY = ("device",)
 SYNTHETIC = ("overlapping", "linearly_separable", "circles", "moons", "blobs")
 
 
@@ -94,7 +96,9 @@ class SystemSpec:
             "seed": self.seed,
             "setup_seed": self.setup_seed,
             "sweep_seed": self.sweep_seed,
-            "simulation": settings_dict(self.simulation),
+            # Where the tensors live changes how fast, not what, a system computes: the
+            # device stays out of the key, so results are shared across devices.
+            "simulation": {k: v for k, v in settings_dict(self.simulation).items() if k not in EXECUTION_ONLY},
             "setup": settings_dict(self.setup),
             "metrics": settings_dict(self.metrics),
         }
@@ -206,7 +210,9 @@ class SweepSpec:
             "shared_setup": self.shared_setup,
             "timeout_s": self.timeout_s,
             "grid": {k: list(v) for k, v in self.grid.items()},
-            "simulation": settings_dict(self.simulation),
+            # Where the tensors live changes how fast, not what, a system computes: the
+            # device stays out of the key, so results are shared across devices.
+            "simulation": {k: v for k, v in settings_dict(self.simulation).items() if k not in EXECUTION_ONLY},
             "setup": settings_dict(self.setup),
             "metrics": settings_dict(self.metrics),
             "generators": self.generators,

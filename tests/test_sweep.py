@@ -197,3 +197,23 @@ def test_cli_kill_driver_then_resume_equals_uninterrupted(tmp_path, tiny_run):
     assert resumed.height == reference.height
     assert resumed.equals(reference)
     assert resumed.select("system_key", "round", "metric").is_duplicated().sum() == 0
+
+
+def test_resume_accepts_a_spec_recorded_before_new_defaults_existed(tmp_path):
+    """A results folder written by an older version (a setting it did not know is absent
+    from its sweep.yaml) still resumes: the recorded file is re-read with today's defaults."""
+    from recourse_ray.sweep import plan
+
+    sweep = spec_mod.loads(SWEEP)
+    old_text = "\n".join(line for line in sweep.to_yaml().splitlines() if "lengthscale" not in line) + "\n"
+    assert old_text != sweep.to_yaml()
+    store = ResultsStore(tmp_path / "tiny")
+    store.init(old_text)
+    systems, todo = plan(sweep, store)
+    assert len(todo) == len(systems) == 8
+    assert store.read_spec() == old_text  # nothing rewritten
+    changed = spec_mod.loads(SWEEP.replace("rounds: 3", "rounds: 5"))
+    from recourse_ray.sweep import SpecChanged
+
+    with pytest.raises(SpecChanged):
+        plan(changed, store)

@@ -78,7 +78,7 @@ def plan(sweep: spec_mod.SweepSpec, store: ResultsStore, *, retry_failed: bool =
     text = sweep.to_yaml()
     if store.exists():
         recorded = store.read_spec()
-        if recorded != text:
+        if recorded != text and not _same_spec(recorded, text):
             if not force:
                 raise SpecChanged(
                     f"The results directory {store.uri!r} was produced by a different sweep spec. "
@@ -94,6 +94,18 @@ def plan(sweep: spec_mod.SweepSpec, store: ResultsStore, *, retry_failed: bool =
     failed = store.failed_keys()
     todo = [s for s in systems if s.key not in done and (retry_failed or s.key not in failed)]
     return systems, todo
+
+
+def _same_spec(recorded: str, text: str) -> bool:
+    """Whether a recorded spec means the same sweep as ``text`` once read by this version.
+
+    A newer version may add settings with defaults; re-reading the recorded file fills
+    them in, so results written before an upgrade can still be resumed.
+    """
+    try:
+        return spec_mod.loads(recorded, check_data=False).to_yaml() == text
+    except spec_mod.SpecError:
+        return False
 
 
 def _cluster_cpus() -> int:
