@@ -12,6 +12,7 @@ yields one ``RoundOutput`` (metric rows) per evaluation round.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Iterator
@@ -76,6 +77,39 @@ def check_fields(obj: Any, rules: dict[str, tuple[str, float | None, float | Non
     return problems
 
 
+def _device_problems(device: Any) -> list[str]:
+    """Why ``device`` cannot be used as simulation's torch device (empty when it can)."""
+    import torch
+
+    if not isinstance(device, str):
+        return [f"The 'device' parameter of simulation must be a str such as 'cpu' or 'cuda'. Got {device!r} instead."]
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        return [f"The 'device' parameter of simulation must be a torch device such as 'cpu' or 'cuda'. Got {device!r} instead."]
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return [
+                f"The 'device' parameter of simulation is {device!r} but no CUDA device is available "
+                "(torch.cuda.is_available() is False)."
+            ]
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return [
+                f"The 'device' parameter of simulation is {device!r} but only {torch.cuda.device_count()} "
+                "CUDA device(s) are available."
+            ]
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return [
+                f"The 'device' parameter of simulation is {device!r} but no MPS device is available "
+                "(torch.backends.mps.is_available() is False)."
+            ]
+    elif dev.type != "cpu":
+        return [f"The 'device' parameter of simulation must be a CPU, CUDA or MPS device. Got {device!r} instead."]
+    return []
+
+
 @dataclass(frozen=True, kw_only=True)
 class SimulationSettings:
     """Settings of the round loop (SPEC §2); defaults are the study's values.
@@ -92,6 +126,10 @@ class SimulationSettings:
         vae_batch_size: VAE mini-batch size.
         implement_only_valid: apply only counterfactuals that reached the threshold
             (the study applies all finite ones).
+        device: torch device of counterfactual search, and of retraining when the
+            model does not take the fused path (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+            ``"mps"``); never required. It changes speed, not results' meaning, and is
+            kept out of system keys.
     """
 
     rounds: int = 50
@@ -104,6 +142,7 @@ class SimulationSettings:
     vae_retrain_epochs: int = 10
     vae_batch_size: int = 50
     implement_only_valid: bool = False
+    device: str = "cpu"
 
     def problems(self) -> list[str]:
         out = check_fields(
@@ -125,6 +164,7 @@ class SimulationSettings:
             out.append("The 'recourse_share' parameter of simulation must be > 0. Got 0 instead.")
         if not isinstance(self.implement_only_valid, bool):
             out.append(f"The 'implement_only_valid' parameter of simulation must be a bool. Got {self.implement_only_valid!r} instead.")
+        out.extend(_device_problems(self.device))
         return out
 
     def evaluation_rounds(self) -> list[int]:
@@ -386,6 +426,20 @@ class RecourseSystem:
         order = self._crn("select", t).permutation(len(self.y))
         return order[candidates[order]][:n_select]
 
+    def _fit_device(self) -> dict:
+        """``{"device": ...}`` for retraining off the CPU, when the model takes it and not the fused path."""
+        device = self.settings.device
+        if device is None or str(device) == "cpu" or self.settings.retrain_epochs == 0:
+            return {}
+        if "device" not in inspect.signature(self.model.fit).parameters:
+            return {}
+        batch = min(int(self.settings.retrain_batch_size), len(self.y))
+        try:
+            fused = self.model.uses_fused(batch)
+        except TypeError:
+            fused = self.model.uses_fused()
+        return {} if fused else {"device": device}
+
     def step(self, t: int) -> dict:
         """Run round ``t``: select, generate, implement, retrain. Returns recourse stats."""
         s = self.settings
@@ -403,6 +457,8 @@ class RecourseSystem:
                 seeds=search_seeds,
                 data=(self.X, self.y),
                 vae=self.vae,
+                # Only off the CPU: a user's generator need not know about devices.
+                **({} if str(s.device) == "cpu" else {"device": s.device}),
             )
             rows = np.arange(selected.size)
             applied_cf = result.counterfactuals[rows, choice]
@@ -434,6 +490,7 @@ class RecourseSystem:
             batch_size=s.retrain_batch_size,
             lr=s.retrain_lr,
             seed=self._own("retrain", t),
+            **self._fit_device(),
         )
         _check_finite(self.model, self.X, f"retraining in round {t}")
         if self.vae is not None and getattr(self.generator, "needs_vae", False) and s.vae_retrain_epochs > 0:

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -139,6 +139,22 @@ class Batch:
     member_logits: torch.Tensor
 
 
+def search_device(device: Any) -> torch.device | None:
+    """``device`` as a ``torch.device``, or None for None and CPU (the default, copy-free path)."""
+    if device is None:
+        return None
+    dev = torch.device(device)
+    return None if dev.type == "cpu" else dev
+
+
+def on_device(component: Any, device: torch.device, what: str) -> Any:
+    """A copy of a model or VAE whose weights live on ``device`` (the original is untouched)."""
+    move = getattr(component, "on_device", None)
+    if move is None:
+        raise TypeError(f"The {what} {type(component).__name__} has no on_device method; it cannot search on {device}.")
+    return move(device)
+
+
 def model_outputs(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, d) -> (logits (N,), proba (N,), member logits (M, N)); one forward when the model exposes members."""
     member = getattr(model, "member_logits", None)
@@ -173,7 +189,7 @@ class FeatureSpace:
     def initial_states(self, problem: Problem) -> torch.Tensor:
         K, d = problem.n_counterfactuals, problem.n_features
         noise = np.stack([rng.normal(0.0, self.init_noise, size=(K, d)) for rng in problem.rngs("init")])
-        return problem.factuals[:, None, :] + torch.from_numpy(noise.astype(np.float32))
+        return problem.factuals[:, None, :] + torch.from_numpy(noise.astype(np.float32)).to(problem.factuals.device)
 
     def decode(self, states: torch.Tensor, vae: Any) -> torch.Tensor:
         return states
@@ -249,7 +265,7 @@ class Greedy:
             )
 
     def init(self, states: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"counts": torch.zeros(states.shape, dtype=torch.int32)}
+        return {"counts": torch.zeros(states.shape, dtype=torch.int32, device=states.device)}
 
     def step(self, grad: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         counts = state["counts"]
@@ -274,7 +290,7 @@ class ThresholdConvergence:
         return (proba >= decision_threshold).all(dim=1)
 
     def after_step(self, delta: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(delta.shape[0], dtype=torch.bool)
+        return torch.zeros(delta.shape[0], dtype=torch.bool, device=delta.device)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -542,6 +558,7 @@ class Generator:
         data: tuple[np.ndarray, np.ndarray] | Any | None = None,
         vae: Any = None,
         return_path: bool = False,
+        device: str | torch.device | None = None,
     ) -> SearchResult:
         """Search ``n_counterfactuals`` counterfactuals for every factual, all at once.
 
@@ -556,6 +573,9 @@ class Generator:
                 ``mad_distance`` and ``gravitational``.
             vae: the trained VAE, needed for latent-space search.
             return_path: also return the feature-space points after every iteration.
+            device: torch device to search on (None or ``"cpu"``: the default CPU path).
+                On another device the search runs on copies of the model and VAE moved
+                there (the objects passed in are not changed); results are numpy on CPU.
 
         Returns:
             A :class:`SearchResult`.
@@ -563,7 +583,13 @@ class Generator:
         Raises:
             ValueError: for malformed factuals, seeds, data, a missing VAE or data.
         """
+        dev = search_device(device)
         problem = self._problem(model, factuals, n_counterfactuals, seeds, data, vae)
+        if dev is not None:
+            model = on_device(model, dev, "model")
+            if vae is not None:
+                vae = on_device(vae, dev, "VAE")
+            problem = replace(problem, factuals=problem.factuals.to(dev), vae=vae)
         n, K, d = problem.n, problem.n_counterfactuals, problem.n_features
         if n == 0:
             return SearchResult(
@@ -579,10 +605,15 @@ class Generator:
         with torch.no_grad():
             states = self.space.initial_states(problem).detach().clone()
         aux = {t.name: t.prepare(problem) for t in self.terms}
+        if dev is not None:
+            aux = {
+                name: {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in a.items()} if a else a
+                for name, a in aux.items()
+            }
         live_terms = [t for t in self.terms if t.weight != 0.0]
         rule_state = self.step_rule.init(states)
-        active = torch.ones(n, dtype=torch.bool)
-        iterations = torch.zeros(n, dtype=torch.int64)
+        active = torch.ones(n, dtype=torch.bool, device=states.device)
+        iterations = torch.zeros(n, dtype=torch.int64, device=states.device)
         path = [self._points(states, vae)] if return_path else None
 
         n_active = n
@@ -634,19 +665,19 @@ class Generator:
             _, proba, _ = model_outputs(model, points.reshape(n * K, d))
             proba = proba.reshape(n, K)
             cost = safe_norm(points - factuals_t[:, None, :])
-        points_np = points.numpy().astype(np.float32, copy=True)
-        proba_np = proba.numpy().astype(np.float32, copy=True)
+        points_np = points.cpu().numpy().astype(np.float32, copy=True)
+        proba_np = proba.cpu().numpy().astype(np.float32, copy=True)
         finite = np.isfinite(points_np).all(axis=-1) & np.isfinite(proba_np)
         return SearchResult(
             counterfactuals=points_np,
             proba=proba_np,
             valid=proba_np >= self.decision_threshold,
-            cost=cost.numpy().astype(np.float32, copy=True),
-            iterations=iterations.numpy().copy(),
+            cost=cost.cpu().numpy().astype(np.float32, copy=True),
+            iterations=iterations.cpu().numpy().copy(),
             finite=finite,
             path=np.stack(path) if return_path else None,
         )
 
     def _points(self, states: torch.Tensor, vae: Any) -> np.ndarray:
         with torch.no_grad():
-            return self.space.decode(states, vae).numpy().astype(np.float32, copy=True)
+            return self.space.decode(states, vae).cpu().numpy().astype(np.float32, copy=True)

@@ -208,7 +208,7 @@ class Diversity(Term):
         dist = safe_norm(pts[:, :, None, :] - pts[:, None, :, :])  # (m, K, K)
         kmat = 1.0 / (1.0 + dist)
         K = pts.shape[1]
-        kmat = kmat + self.jitter * torch.eye(K, dtype=pts.dtype)
+        kmat = kmat + self.jitter * torch.eye(K, dtype=pts.dtype, device=pts.device)
         return -torch.linalg.det(kmat)
 
 

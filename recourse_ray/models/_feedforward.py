@@ -196,6 +196,17 @@ class FeedForwardClassifier:
         """An independent copy (weights copied)."""
         return copy.deepcopy(self)
 
+    def on_device(self, device: str | torch.device) -> "FeedForwardClassifier":
+        """A lightweight copy whose ``params`` is a copy on ``device`` (for search there).
+
+        The copy shares the configuration but not the weights: this model is not changed.
+        """
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.params = self.params.detach().to(torch.device(device), copy=True)
+        new.last_fit_losses_ = None
+        return new
+
     def __getstate__(self) -> dict:
         d = self.__dict__.copy()
         d["params"] = self.params.numpy().copy()
@@ -287,6 +298,7 @@ class FeedForwardClassifier:
         batch_size: int,
         seed: int | np.random.Generator,
         lr: float = 1e-3,
+        device: str | torch.device | None = None,
     ) -> np.ndarray:
         """Continue training from the current weights with a fresh Adam state (SPEC §2).
 
@@ -299,12 +311,18 @@ class FeedForwardClassifier:
             X: (n, d) features. y: (n,) labels in {0, 1}.
             epochs: passes over the data. batch_size: rows per step (last batch may be smaller).
             seed: int or numpy Generator. lr: Adam learning rate.
+            device: torch device to train on. None or ``"cpu"``: the usual backend choice.
+                Any other device forces the torch path, trains a copy of the weights
+                there and copies the result back into ``params`` in place.
 
         Returns:
             (n_members, epochs) float64: mean batch loss of each epoch (computed before
             each step's update).
         """
         X, yf = _check_training_args(X, y, epochs, batch_size, lr, self.input_dim)
+        dev = None if device is None else torch.device(device)
+        if dev is not None and dev.type == "cpu":
+            dev = None
         rng = as_rng(seed)
         n = X.shape[0]
         orders = np.empty((self.n_members, epochs, n), dtype=np.int64)
@@ -314,7 +332,7 @@ class FeedForwardClassifier:
         dropout_seeds = np.array([spawn_seed(rng) for _ in range(self.n_members)], dtype=np.uint64)
         if epochs == 0:
             losses = np.zeros((self.n_members, 0))
-        elif self.uses_fused(min(int(batch_size), n)):
+        elif dev is None and self.uses_fused(min(int(batch_size), n)):
             from recourse_ray.models import _fused
 
             losses = _fused.train_epochs(
@@ -329,18 +347,24 @@ class FeedForwardClassifier:
                 dropout_seeds,
             )
         else:
-            losses = self._fit_torch(X, yf, orders, int(batch_size), float(lr), dropout_seeds)
+            losses = self._fit_torch(X, yf, orders, int(batch_size), float(lr), dropout_seeds, device=dev)
         self.last_fit_losses_ = losses
         return losses
 
-    def _fit_torch(self, X, y, orders, batch_size, lr, dropout_seeds) -> np.ndarray:
-        """Reference training path: eager torch, ``torch.optim.Adam`` on the flat block."""
+    def _fit_torch(self, X, y, orders, batch_size, lr, dropout_seeds, device: torch.device | None = None) -> np.ndarray:
+        """Reference training path: eager torch, ``torch.optim.Adam`` on the flat block.
+
+        With ``device`` (not CPU) it trains a copy of ``params`` there (dropout masks are
+        still drawn on CPU) and copies the result back into ``params`` in place.
+        """
         M, epochs, n = orders.shape
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         orders_t = torch.from_numpy(orders)
+        if device is not None:
+            Xt, yt, orders_t = Xt.to(device), yt.to(device), orders_t.to(device)
         gen = torch_generator(int(dropout_seeds[0]))
         keep = 1.0 - self.dropout
-        params = self.params
+        params = self.params if device is None else self.params.detach().to(device, copy=True)
         params.requires_grad_(True)
         try:
             optimizer = torch.optim.Adam([params], lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
@@ -356,6 +380,8 @@ class FeedForwardClassifier:
                             (torch.rand(M, idx.shape[1], h, generator=gen) < keep).float() / keep
                             for h in self.hidden
                         ]
+                        if device is not None:
+                            masks = [mask.to(device) for mask in masks]
                     z = self._forward(xb, params, masks)  # (M, B)
                     per_member = torch.nn.functional.binary_cross_entropy_with_logits(
                         z, yb, reduction="none"
@@ -363,9 +389,12 @@ class FeedForwardClassifier:
                     optimizer.zero_grad(set_to_none=False)
                     per_member.sum().backward()
                     optimizer.step()
-                    losses[:, e] += per_member.detach().numpy()
+                    losses[:, e] += per_member.detach().cpu().numpy()
                 losses[:, e] /= n_batches
         finally:
             params.requires_grad_(False)
             params.grad = None
+        if device is not None:
+            with torch.no_grad():
+                self.params.copy_(params.detach().cpu())
         return losses

@@ -115,5 +115,12 @@ class TorchClassifier:
     def clone(self) -> "TorchClassifier":
         return copy.deepcopy(self)
 
+    def on_device(self, device: str | torch.device) -> "TorchClassifier":
+        """A deep copy whose module lives on ``device`` (for search there); this model is not changed."""
+        new = copy.deepcopy(self)
+        new.module.to(torch.device(device))
+        new.last_fit_losses_ = None
+        return new
+
     def __repr__(self) -> str:
         return f"TorchClassifier(name={self.name!r}, input_dim={self.input_dim}, module={self.module.__class__.__name__})"

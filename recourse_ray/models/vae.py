@@ -205,6 +205,19 @@ class VAE:
         """An independent copy (weights copied)."""
         return copy.deepcopy(self)
 
+    def on_device(self, device: str | torch.device) -> "VAE":
+        """A lightweight copy whose weights (and scale) are copies on ``device`` (for search there).
+
+        This VAE is not changed.
+        """
+        dev = torch.device(device)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._bind(self.flat.detach().to(dev, copy=True))
+        new.scale_ = None if self.scale_ is None else self.scale_.detach().to(dev, copy=True)
+        new.last_fit_losses_ = None
+        return new
+
     def __getstate__(self) -> dict:
         d = self.__dict__.copy()
         d.pop("params")
