@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import ray
@@ -195,19 +196,20 @@ def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, st
                     options=s.dataset_options,
                 )
             )
+    needs_vae = {s.key: s.create_generator().needs_vae for s in todo}  # built once per system
     for s in todo:
         if s.model_key not in models:
             models[s.model_key] = _tasks.pretrain_task.remote(splits[s.data_key], s)
-        if s.create_generator().needs_vae and s.vae_key not in vaes:
+        if needs_vae[s.key] and s.vae_key not in vaes:
             vaes[s.vae_key] = _tasks.vae_task.remote(splits[s.data_key], s)
 
-    queue = list(todo)
+    queue = deque(todo)
     running: dict[object, _Running] = {}
 
     def submit() -> None:
         while queue and len(running) < max_in_flight:
-            s = queue.pop(0)
-            vae_ref = vaes.get(s.vae_key) if s.create_generator().needs_vae else None
+            s = queue.popleft()
+            vae_ref = vaes.get(s.vae_key) if needs_vae[s.key] else None
             gen = _tasks.system_task.remote(s, splits[s.data_key], models[s.model_key], vae_ref, store_states)
             running[gen] = _Running(spec=s, gen=gen)
         bar.update(running=len(running))
