@@ -25,7 +25,7 @@ from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
-from recourse_ray._rng import make_rng, stable_int
+from recourse_ray._rng import make_rng
 
 __all__ = [
     "SimulationSettings",
@@ -415,9 +415,17 @@ class RecourseSystem:
         return make_rng(stream, ident.sweep_seed, ident.dataset, ident.setup_seed, ident.seed, t)
 
     def _own(self, stream: str, t: int) -> np.random.Generator:
-        """A stream private to this system."""
+        """A stream private to this system, keyed by its identity (names and seeds).
+
+        Not by the system key: the key hashes every setting, including a CSV's
+        absolute path, so keying streams on it made results depend on where the
+        repository was checked out, and made ``simulate()`` differ from a sweep.
+        """
         ident = self.identity
-        return make_rng(stream, ident.key or stable_int(ident.dataset, ident.model, ident.generator), ident.seed, t)
+        return make_rng(
+            stream, "system", ident.sweep_seed, ident.dataset, ident.model, ident.generator, ident.setup_seed,
+            ident.seed, t,
+        )
 
     def select(self, t: int) -> np.ndarray:
         """Indices selected for recourse in round ``t`` (common random numbers)."""
