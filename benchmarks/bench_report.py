@@ -58,7 +58,8 @@ def synthesize(path: Path, *, datasets, models, generators, n_seeds: int, rounds
     """Write a results dataset of the product grid; returns its size."""
     seeds = list(range(n_seeds))
     spec = (f"name: bench-report\nseeds: {n_seeds}\ngrid:\n  dataset: {list(datasets)}\n  model: {list(models)}\n"
-            f"  generator: {list(generators)}\nsimulation:\n  rounds: {rounds}\n  evaluate_every: {every}\n")
+            f"  generator: {list(generators)}\nsimulation:\n  rounds: {rounds}\n  evaluate_every: {every}\n"
+            "models: {mlp_wide: {preset: mlp, hidden: [128]}}\n")
     store = ResultsStore(path)
     store.init(spec)
     rng = np.random.default_rng(0)

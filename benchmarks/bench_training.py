@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             fused, eager = steps_per_second(config, bs, args.rows, budget, repeats)
             _, d, hidden, members, dropout = config
             auto = FeedForwardClassifier(d, hidden=hidden, n_members=members, dropout=dropout, seed=0)
-            picks = "fused" if auto.uses_fused(min(bs, args.rows)) else "torch"
+            picks = auto.training_backend(min(bs, args.rows))
             kernel = "one-row" if min(bs, args.rows) == 1 else "minibatch"
             print(
                 f"| {config[0]} | {bs} | {kernel} | {fused:,.0f} | {eager:,.0f} | {fused / eager:,.1f}x | {picks} |",

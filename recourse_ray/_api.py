@@ -26,6 +26,7 @@ from recourse_ray.simulation import (
     pretrain_model,
     pretrain_vae,
 )
+from recourse_ray.store import POLARS_SCHEMA
 
 __all__ = ["SimulationResult", "simulate", "plot_system"]
 
@@ -130,14 +131,8 @@ def simulate(
     ident = identity.columns()
     for out in system.run():
         rows.extend({**ident, **r} for r in out.rows)
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "sweep": pl.String, "system_key": pl.String, "dataset": pl.String, "model": pl.String,
-            "generator": pl.String, "seed": pl.Int64, "round": pl.Int64, "metric": pl.String,
-            "scope": pl.String, "value": pl.Float64, "p_value": pl.Float64,
-        },
-    ).drop("sweep", "system_key")
+    # the results dataset's row schema, without the columns that only a sweep fills in
+    frame = pl.DataFrame(rows, schema=POLARS_SCHEMA).drop("sweep", "system_key")
     return SimulationResult(
         metrics=frame,
         data=train.with_data(system.X, system.y),

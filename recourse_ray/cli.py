@@ -103,26 +103,29 @@ def _user_code(args) -> dict | None:
     return {"py_modules": [str(p) for p in paths]}
 
 
+# run/resume options passed to run_sweep under the same name
+_SWEEP_OPTIONS = ("address", "num_cpus", "retry_failed", "force", "store_states", "max_in_flight", "runtime_env")
+
+
+def _run_option_problem(args) -> str | None:
+    """The first problem of the run/resume options, None when there is none."""
+    from recourse_ray._config import check_int
+
+    owner = f"recourse-ray {args.command}"
+    problems = [check_int(value, f"--{name.replace('_', '-')}", owner, low=1)
+                for name in ("num_cpus", "max_in_flight") if (value := getattr(args, name)) is not None]
+    return next((p for p in problems if p), None)
+
+
 def _run(sweep, results_dir: str, args) -> int:
     from recourse_ray.sweep import SpecChanged, run_sweep
 
-    if args.num_cpus is not None and args.num_cpus < 1:
-        return _bad_input(f"--num-cpus must be >= 1. Got {args.num_cpus} instead.")
-    if args.max_in_flight is not None and args.max_in_flight < 1:
-        return _bad_input(f"--max-in-flight must be >= 1. Got {args.max_in_flight} instead.")
+    problem = _run_option_problem(args)
+    if problem:
+        return _bad_input(problem)
+    options = {name: getattr(args, name) for name in _SWEEP_OPTIONS}
     try:
-        outcome = run_sweep(
-            sweep,
-            results_dir,
-            address=args.address,
-            num_cpus=args.num_cpus,
-            retry_failed=args.retry_failed,
-            force=args.force,
-            store_states=args.store_states,
-            max_in_flight=args.max_in_flight,
-            progress=False if args.no_progress else None,
-            runtime_env=args.runtime_env,
-        )
+        outcome = run_sweep(sweep, results_dir, progress=False if args.no_progress else None, **options)
     except SpecChanged as exc:
         return _bad_input(str(exc))
     except OSError as exc:  # the results root cannot even be created
@@ -149,6 +152,7 @@ def _load_spec(path: str):
 
 def cmd_run(args) -> int:
     from recourse_ray.spec import SpecError
+    from recourse_ray.store import ResultsStore
 
     try:
         args.runtime_env = _user_code(args)
@@ -158,8 +162,7 @@ def cmd_run(args) -> int:
         sweep = _load_spec(args.sweep)
     except SpecError as exc:
         return _bad_input(str(exc))
-    results_dir = str(Path(args.results) / sweep.name) if "://" not in args.results else f"{args.results.rstrip('/')}/{sweep.name}"
-    return _run(sweep, results_dir, args)
+    return _run(sweep, ResultsStore.for_sweep(args.results, sweep.name).uri, args)
 
 
 def cmd_resume(args) -> int:
@@ -179,7 +182,7 @@ def cmd_resume(args) -> int:
         if args.sweep:
             sweep = spec_mod.load(args.sweep)
         else:
-            sweep = spec_mod.loads(text, source=f"{args.results_dir}/sweep.yaml")
+            sweep = spec_mod.loads(text, source=store.spec_uri)
     except spec_mod.SpecError as exc:
         return _bad_input(str(exc))
     return _run(sweep, args.results_dir, args)
@@ -191,7 +194,7 @@ def status_summary(results_dir: str) -> dict:
     from recourse_ray.store import ResultsStore
 
     store = ResultsStore(results_dir)
-    sweep = spec_mod.loads(store.read_spec(), source=f"{results_dir}/sweep.yaml", check_data=False)
+    sweep = spec_mod.loads(store.read_spec(), source=store.spec_uri, check_data=False)
     systems = sweep.systems()
     done, failures = store.committed_keys(), store.failures()
     expected = {s.key: s for s in systems}
@@ -243,7 +246,7 @@ def cmd_report(args) -> int:
         return _bad_input(str(exc))
     from recourse_ray.report import build_report
 
-    out = args.out or str(Path("reports") / Path(store.path).name)
+    out = args.out or str(Path("reports") / store.sweep_name)
     path = build_report(args.results_dir, out)
     print(f"report written to {path}")
     return EXIT_OK
@@ -270,66 +273,89 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-def cmd_datasets(args) -> int:
-    from recourse_ray import data
-    from recourse_ray.data import sources
-
-    def show(item) -> None:
-        """Print a ``sources.DatasetInfo`` (``datasets info``)."""
-        if item.class_counts is not None:
-            if item.kind == "file":
-                half = min(item.class_counts)
-                print(f"{item.name}: {item.balanced_rows} rows, {item.n_features} features, classes 0/1 = {half}/{half}")
-                n0, n1 = item.class_counts
-                print(f"before balancing: {item.rows} rows, classes 0/1 = {n0}/{n1} ({item.rows_in_file} rows in the file)")
-            else:
-                n0, n1 = item.class_counts
-                print(f"{item.name}: {item.rows} rows, {item.n_features} features, classes 0/1 = {n0}/{n1}")
-        else:
-            print(f"{item.name}: {'file not present' if not item.present else 'file does not load'}")
-        if item.description:
-            print(f"about: {item.description}")
-        print(f"source: {item.source}")
+def _show_dataset(item) -> None:
+    """Print a ``sources.DatasetInfo`` (``datasets info``)."""
+    if item.class_counts is not None:
+        n0, n1 = item.class_counts
         if item.kind == "file":
-            status = {
-                "ok": "present, checksum ok",
-                "mismatch": f"present, checksum MISMATCH: SHA-256 {item.sha256}, expected {item.expected_sha256}",
-                "absent": "absent",
-            }[item.checksum]
-            print(f"file: {item.path} ({status})")
-        if item.feature_names:
-            print("features: " + ", ".join(item.feature_names))
+            half = min(item.class_counts)
+            print(f"{item.name}: {item.balanced_rows} rows, {item.n_features} features, classes 0/1 = {half}/{half}")
+            print(f"before balancing: {item.rows} rows, classes 0/1 = {n0}/{n1} ({item.rows_in_file} rows in the file)")
+        else:
+            print(f"{item.name}: {item.rows} rows, {item.n_features} features, classes 0/1 = {n0}/{n1}")
+    else:
+        print(f"{item.name}: {'file not present' if not item.present else 'file does not load'}")
+    if item.description:
+        print(f"about: {item.description}")
+    print(f"source: {item.source}")
+    if item.kind == "file":
+        status = {
+            "ok": "present, checksum ok",
+            "mismatch": f"present, checksum MISMATCH: SHA-256 {item.sha256}, expected {item.expected_sha256}",
+            "absent": "absent",
+        }[item.checksum]
+        print(f"file: {item.path} ({status})")
+    if item.feature_names:
+        print("features: " + ", ".join(item.feature_names))
+
+
+def _datasets_usage_problem(args) -> str | None:
+    """What is wrong with the arguments of ``datasets ACTION``, None when nothing is."""
+    from recourse_ray._config import check_real
 
     takes = {"list": 0, "info": 1, "fetch": 1, "import": 2}[args.action]
     given = [a for a in (args.name, args.path) if a is not None]
     if len(given) < takes:
         usage = {"info": "info NAME", "fetch": "fetch NAME", "import": "import NAME PATH"}[args.action]
-        return _bad_input(f"datasets {args.action} needs {'a dataset NAME' if not given else 'a PATH to import'}: recourse-ray datasets {usage}.")
+        return f"datasets {args.action} needs {'a dataset NAME' if not given else 'a PATH to import'}: recourse-ray datasets {usage}."
     if len(given) > takes:
-        return _bad_input(f"datasets {args.action} takes {takes} argument(s). Got {len(given)}: {' '.join(given)}.")
-    if args.timeout is not None and not args.timeout > 0:
-        return _bad_input(f"--timeout must be > 0. Got {args.timeout} instead.")
+        return f"datasets {args.action} takes {takes} argument(s). Got {len(given)}: {' '.join(given)}."
+    if args.timeout is not None:
+        return check_real(args.timeout, "--timeout", "recourse-ray datasets", low=0, low_open=True, kind="a number")
+    return None
+
+
+def _dataset_info(args) -> int:
+    from recourse_ray.data import sources
+
+    item = sources.info(args.name, data_dir=args.data_dir)
+    _show_dataset(item)
+    if not item.present:
+        return _bad_input(
+            f"{item.path} not found. Get it with `recourse-ray datasets fetch {item.name}` "
+            f"(or `recourse-ray datasets import {item.name} PATH`); see docs/data.md."
+        )
+    if item.error:
+        return _bad_input(item.error)
+    return EXIT_OK
+
+
+def _dataset_file(args) -> int:
+    """``datasets fetch`` / ``datasets import``: put the file in the data directory."""
+    from recourse_ray.data import sources
+
+    if args.action == "fetch":
+        timeout = sources.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+        done = sources.fetch(args.name, data_dir=args.data_dir, force=args.force, timeout=timeout)
+    else:
+        done = sources.import_file(args.name, args.path, data_dir=args.data_dir, force=args.force)
+    print(done.summary())
+    return EXIT_OK
+
+
+def cmd_datasets(args) -> int:
+    from recourse_ray import data
+    from recourse_ray.data import sources
+
+    problem = _datasets_usage_problem(args)
+    if problem:
+        return _bad_input(problem)
     if args.action == "list":
         for name in data.names():
             print(name)
         return EXIT_OK
     try:
-        if args.action == "info":
-            item = sources.info(args.name, data_dir=args.data_dir)
-            show(item)
-            if not item.present:
-                return _bad_input(
-                    f"{item.path} not found. Get it with `recourse-ray datasets fetch {item.name}` "
-                    f"(or `recourse-ray datasets import {item.name} PATH`); see docs/data.md."
-                )
-            if item.error:
-                return _bad_input(item.error)
-            return EXIT_OK
-        if args.action == "fetch":
-            timeout = sources.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-            done = sources.fetch(args.name, data_dir=args.data_dir, force=args.force, timeout=timeout)
-        else:
-            done = sources.import_file(args.name, args.path, data_dir=args.data_dir, force=args.force)
+        return _dataset_info(args) if args.action == "info" else _dataset_file(args)
     except sources.DownloadError as exc:
         print(f"recourse-ray: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -338,8 +364,6 @@ def cmd_datasets(args) -> int:
     except OSError as exc:  # the data directory cannot be written
         print(f"recourse-ray: error: cannot write to the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(done.summary())
-    return EXIT_OK
 
 
 def cmd_generators(args) -> int:

@@ -12,7 +12,6 @@ yields one ``RoundOutput`` (metric rows) per evaluation round.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
 from recourse_ray._rng import make_rng
+from recourse_ray.settings import SetupSettings, SimulationSettings
+from recourse_ray.store import identity_row
 
 __all__ = [
     "SimulationSettings",
@@ -37,8 +38,6 @@ __all__ = [
     "prepare_data",
     "pretrain_model",
     "pretrain_vae",
-    "check_fields",
-    "settings_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,176 +45,6 @@ logger = logging.getLogger(__name__)
 
 class SimulationDiverged(RuntimeError):
     """The classifier produced non-finite outputs (NaN/inf) after training."""
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_num(v: object) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
-def check_fields(obj: Any, rules: dict[str, tuple[str, float | None, float | None]], where: str) -> list[str]:
-    """Range/type checks for dataclass fields; returns one message per problem.
-
-    ``rules[name] = (kind, low, high)`` with kind "int" or "float"; bounds inclusive,
-    None for unbounded.
-    """
-    problems = []
-    for name, (kind, low, high) in rules.items():
-        value = getattr(obj, name)
-        ok_type = _is_int(value) if kind == "int" else _is_num(value)
-        ok = ok_type and (low is None or value >= low) and (high is None or value <= high)
-        if not ok:
-            lo = "-inf" if low is None else low
-            hi = "inf" if high is None else high
-            problems.append(
-                f"The '{name}' parameter of {where} must be {'an int' if kind == 'int' else 'a number'} "
-                f"in the range [{lo}, {hi}]. Got {value!r} instead."
-            )
-    return problems
-
-
-def _device_problems(device: Any) -> list[str]:
-    """Why ``device`` cannot be used as simulation's torch device (empty when it can)."""
-    import torch
-
-    if not isinstance(device, str):
-        return [f"The 'device' parameter of simulation must be a str such as 'cpu' or 'cuda'. Got {device!r} instead."]
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        return [f"The 'device' parameter of simulation must be a torch device such as 'cpu' or 'cuda'. Got {device!r} instead."]
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            return [
-                f"The 'device' parameter of simulation is {device!r} but no CUDA device is available "
-                "(torch.cuda.is_available() is False)."
-            ]
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            return [
-                f"The 'device' parameter of simulation is {device!r} but only {torch.cuda.device_count()} "
-                "CUDA device(s) are available."
-            ]
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            return [
-                f"The 'device' parameter of simulation is {device!r} but no MPS device is available "
-                "(torch.backends.mps.is_available() is False)."
-            ]
-    elif dev.type != "cpu":
-        return [f"The 'device' parameter of simulation must be a CPU, CUDA or MPS device. Got {device!r} instead."]
-    return []
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimulationSettings:
-    """Settings of the round loop (SPEC §2); defaults are the study's values.
-
-    Attributes:
-        rounds: number of rounds T_rounds.
-        recourse_share: share mu of the current candidates selected per round.
-        n_counterfactuals: counterfactuals K generated per selected individual.
-        evaluate_every: evaluate every this many rounds (and always round 0 and the last).
-        retrain_epochs: epochs of classifier retraining per round.
-        retrain_batch_size: mini-batch size of retraining (the study: 1).
-        retrain_lr: Adam learning rate of retraining.
-        vae_retrain_epochs: epochs of VAE retraining per round (latent generators only).
-        vae_batch_size: VAE mini-batch size.
-        implement_only_valid: apply only counterfactuals that reached the threshold
-            (the study applies all finite ones).
-        device: torch device of counterfactual search, and of retraining when the
-            model does not take the fused path (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
-            ``"mps"``); never required. It changes speed, not results' meaning, and is
-            kept out of system keys.
-    """
-
-    rounds: int = 50
-    recourse_share: float = 0.05
-    n_counterfactuals: int = 5
-    evaluate_every: int = 10
-    retrain_epochs: int = 10
-    retrain_batch_size: int = 1
-    retrain_lr: float = 1e-3
-    vae_retrain_epochs: int = 10
-    vae_batch_size: int = 50
-    implement_only_valid: bool = False
-    device: str = "cpu"
-
-    def problems(self) -> list[str]:
-        out = check_fields(
-            self,
-            {
-                "rounds": ("int", 1, None),
-                "recourse_share": ("float", 0.0, 1.0),
-                "n_counterfactuals": ("int", 1, None),
-                "evaluate_every": ("int", 1, None),
-                "retrain_epochs": ("int", 0, None),
-                "retrain_batch_size": ("int", 1, None),
-                "retrain_lr": ("float", 1e-12, None),
-                "vae_retrain_epochs": ("int", 0, None),
-                "vae_batch_size": ("int", 1, None),
-            },
-            "simulation",
-        )
-        if self.recourse_share == 0:
-            out.append("The 'recourse_share' parameter of simulation must be > 0. Got 0 instead.")
-        if not isinstance(self.implement_only_valid, bool):
-            out.append(f"The 'implement_only_valid' parameter of simulation must be a bool. Got {self.implement_only_valid!r} instead.")
-        out.extend(_device_problems(self.device))
-        return out
-
-    def evaluation_rounds(self) -> list[int]:
-        rounds = set(range(0, self.rounds + 1, self.evaluate_every)) | {0, self.rounds}
-        return sorted(rounds)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SetupSettings:
-    """How the initial state is built (shared across seeds when ``shared_setup``).
-
-    Attributes:
-        n_samples: rows drawn from the dataset (None: the loader's default).
-        test_size: share of rows in the untouched test split (stratified).
-        pretrain_epochs / pretrain_batch_size / pretrain_lr: initial classifier training
-            (study: 100 epochs; batch 1 synthetic, 500 real-world; lr 1e-3).
-        vae_latent_dim / vae_hidden / vae_epochs / vae_batch_size: the VAE of latent
-            generators (study: latent 2 synthetic / 8 real-world; 100 / 250 epochs; batch 50).
-        vae_kl_weight: weight of the VAE's KL term (see models/vae.py for why 0.1).
-    """
-
-    n_samples: int | None = None
-    test_size: float = 0.2
-    pretrain_epochs: int = 100
-    pretrain_batch_size: int = 1
-    pretrain_lr: float = 1e-3
-    vae_latent_dim: int = 2
-    vae_hidden: int = 32
-    vae_epochs: int = 100
-    vae_batch_size: int = 50
-    vae_kl_weight: float = 0.1
-
-    def problems(self) -> list[str]:
-        out = check_fields(
-            self,
-            {
-                "test_size": ("float", 0.01, 0.99),
-                "pretrain_epochs": ("int", 0, None),
-                "pretrain_batch_size": ("int", 1, None),
-                "pretrain_lr": ("float", 1e-12, None),
-                "vae_latent_dim": ("int", 1, None),
-                "vae_hidden": ("int", 1, None),
-                "vae_epochs": ("int", 0, None),
-                "vae_batch_size": ("int", 1, None),
-                "vae_kl_weight": ("float", 1e-6, None),
-            },
-            "setup",
-        )
-        if self.n_samples is not None and not (_is_int(self.n_samples) and self.n_samples >= 4):
-            out.append(f"The 'n_samples' parameter of setup must be an int >= 4 or null. Got {self.n_samples!r} instead.")
-        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,14 +69,9 @@ class SystemIdentity:
     key: str = ""
 
     def columns(self, sweep: str = "") -> dict:
-        return {
-            "sweep": sweep,
-            "system_key": self.key,
-            "dataset": self.dataset,
-            "model": self.model,
-            "generator": self.generator,
-            "seed": int(self.seed),
-        }
+        """The identity columns of this system's rows (``store.IDENTITY_COLUMNS``)."""
+        return identity_row(sweep=sweep, system_key=self.key, dataset=self.dataset, model=self.model,
+                            generator=self.generator, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -434,20 +258,6 @@ class RecourseSystem:
         order = self._crn("select", t).permutation(len(self.y))
         return order[candidates[order]][:n_select]
 
-    def _fit_device(self) -> dict:
-        """``{"device": ...}`` for retraining off the CPU, when the model takes it and not the fused path."""
-        device = self.settings.device
-        if device is None or str(device) == "cpu" or self.settings.retrain_epochs == 0:
-            return {}
-        if "device" not in inspect.signature(self.model.fit).parameters:
-            return {}
-        batch = min(int(self.settings.retrain_batch_size), len(self.y))
-        try:
-            fused = self.model.uses_fused(batch)
-        except TypeError:
-            fused = self.model.uses_fused()
-        return {} if fused else {"device": device}
-
     def step(self, t: int) -> dict:
         """Run round ``t``: select, generate, implement, retrain. Returns recourse stats."""
         s = self.settings
@@ -498,11 +308,12 @@ class RecourseSystem:
             batch_size=s.retrain_batch_size,
             lr=s.retrain_lr,
             seed=self._own("retrain", t),
-            **self._fit_device(),
+            device=s.device,
         )
         _check_finite(self.model, self.X, f"retraining in round {t}")
         if self.vae is not None and getattr(self.generator, "needs_vae", False) and s.vae_retrain_epochs > 0:
-            self.vae.fit(self.X, epochs=s.vae_retrain_epochs, batch_size=s.vae_batch_size, seed=self._own("vae", t))
+            self.vae.fit(self.X, epochs=s.vae_retrain_epochs, batch_size=s.vae_batch_size, seed=self._own("vae", t),
+                         device=s.device)
         self.timings["retrain"] += time.perf_counter() - start
         return stats
 
@@ -581,9 +392,3 @@ class RecourseSystem:
             out["surface_initial"] = self.initial_model.predict_proba(pts).reshape(g1.shape)
             out["surface_final"] = self.model.predict_proba(pts).reshape(g1.shape)
         return out
-
-
-def settings_dict(obj) -> dict:
-    """A dataclass's fields as a plain dict (for hashing and manifests)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
-

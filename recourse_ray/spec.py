@@ -2,9 +2,13 @@
 
 A sweep file (YAML) names a grid of datasets x models x generators x seeds and the
 settings shared by all systems. ``load(path)`` validates everything before anything
-runs and reports *every* problem in one ``SpecError``; ``SweepSpec.systems()`` expands
-the grid into ``SystemSpec``s whose ``key`` is a hash of the fully resolved settings,
-so any change to what a system computes gives it a new key.
+runs and reports *every* problem in one ``SpecError``. Each (generator variant, dataset)
+pair is resolved once, here: the variant's overrides merged with the dataset's
+``search:`` block, built and validated into a :class:`~recourse_ray.generators.Generator`
+whose ``to_dict()`` is the typed, serialisable description that system keys hash and
+workers rebuild from (``Generator.from_dict``). ``SweepSpec.systems()`` expands the
+grid into ``SystemSpec``s whose ``key`` is a hash of the fully resolved settings, so
+any change to what a system computes gives it a new key and equal settings equal keys.
 
 See ``docs/guide.md`` ("Sweep files") for the reference of every key.
 """
@@ -15,6 +19,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,11 +30,12 @@ from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
-from recourse_ray._config import build_settings
+from recourse_ray._config import build_settings, is_int, is_real, settings_dict, short_repr
 from recourse_ray._registry import import_object, is_import_path, suggest
-from recourse_ray.simulation import SetupSettings, SimulationSettings, settings_dict
+from recourse_ray.settings import EXECUTION_ONLY, SetupSettings, SimulationSettings
+from recourse_ray.store import identity_row
 
-__all__ = ["SpecError", "SweepSpec", "SystemSpec", "load", "loads", "parse"]
+__all__ = ["SpecError", "SweepSpec", "SystemSpec", "load", "loads", "parse", "expand_grid"]
 
 TOP_KEYS = (
     "name",
@@ -47,10 +53,10 @@ TOP_KEYS = (
     "timeout_s",
 )
 GRID_AXES = ("dataset", "model", "generator")
+# Keys of a dataset variant that are not options of its loader.
+DATASET_SECTIONS = ("preset", "setup", "search")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 KEY_LENGTH = 16
-# Settings that choose how a system runs, not what it computes (kept out of system keys).
-EXECUTION_ONLY = ("device",)
 SYNTHETIC = ("overlapping", "linearly_separable", "circles", "moons", "blobs")
 
 
@@ -59,14 +65,20 @@ class SpecError(ValueError):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = list(dict.fromkeys(problems))  # the same problem once, in order
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"Invalid sweep file {source}: {len(self.problems)} problem(s):\n{lines}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SystemSpec:
-    """One fully resolved recourse system of a sweep."""
+    """One fully resolved recourse system of a sweep.
+
+    Attributes:
+        generator_config: the generator's resolved description (``Generator.to_dict()``
+            of the variant's overrides merged with the dataset's ``search:`` block).
+        needs_vae: whether the generator searches a VAE's latent space.
+    """
 
     sweep: str
     dataset: str
@@ -76,8 +88,8 @@ class SystemSpec:
     model_preset: str
     model_params: dict
     generator: str
-    generator_preset: str
-    generator_overrides: dict
+    generator_config: dict
+    needs_vae: bool
     seed: int
     setup_seed: int
     sweep_seed: int
@@ -92,7 +104,7 @@ class SystemSpec:
         return {
             "dataset": {"name": self.dataset, "preset": self.dataset_preset, "options": self.dataset_options},
             "model": {"name": self.model, "preset": self.model_preset, "params": self.model_params},
-            "generator": {"name": self.generator, "preset": self.generator_preset, "overrides": self.generator_overrides},
+            "generator": {"name": self.generator, "config": self.generator_config},
             "seed": self.seed,
             "setup_seed": self.setup_seed,
             "sweep_seed": self.sweep_seed,
@@ -131,26 +143,35 @@ class SystemSpec:
         )
 
     def identity_columns(self) -> dict:
-        return {
-            "sweep": self.sweep,
-            "system_key": self.key,
-            "dataset": self.dataset,
-            "model": self.model,
-            "generator": self.generator,
-            "seed": self.seed,
-        }
+        """The identity columns every row of this system carries (``store.IDENTITY_COLUMNS``)."""
+        return identity_row(sweep=self.sweep, system_key=self.key, dataset=self.dataset, model=self.model,
+                            generator=self.generator, seed=self.seed)
 
-    def create_generator(self):
-        return gen_mod.create(self.generator_preset, **self.generator_overrides)
+    def create_generator(self) -> gen_mod.Generator:
+        """The generator, rebuilt from its resolved description (what the key hashes)."""
+        return gen_mod.Generator.from_dict(self.generator_config)
 
     @property
     def label(self) -> str:
         return f"{self.dataset}/{self.model}/{self.generator}/seed={self.seed}"
 
 
+def expand_grid(grid: Mapping[str, Any], seeds: Any) -> list[tuple[str, str, str, int]]:
+    """The grid's (dataset, model, generator, seed) cells in the sweep's stable order."""
+    return [
+        (str(d), str(m), str(g), int(seed))
+        for d, m, g, seed in itertools.product(grid["dataset"], grid["model"], grid["generator"], seeds)
+    ]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SweepSpec:
-    """A validated sweep file."""
+    """A validated sweep file.
+
+    Attributes:
+        generator_configs: ``{(generator, dataset): Generator.to_dict()}`` for every pair
+            of the grid, resolved once by :func:`parse`.
+    """
 
     name: str
     description: str = ""
@@ -166,34 +187,31 @@ class SweepSpec:
     datasets: dict = field(default_factory=dict)
     timeout_s: float | None = None
     source: str = "<string>"
+    generator_configs: dict = field(default_factory=dict, repr=False, compare=False)
+    latent: dict = field(default_factory=dict, repr=False, compare=False)
 
     def systems(self) -> list[SystemSpec]:
         """The grid expanded in a stable order (dataset, model, generator, seed)."""
         out = []
-        for d, m, g, seed in itertools.product(
-            self.grid["dataset"], self.grid["model"], self.grid["generator"], self.seeds
-        ):
+        for d, m, g, seed in expand_grid(self.grid, self.seeds):
             dvar = self.datasets.get(d, {"preset": d})
             mvar = self.models.get(m, {"preset": m})
-            gvar = self.generators.get(g, {"preset": g})
-            setup = replace(self.setup, **dvar.get("setup", {}))
-            goverrides = {**dvar.get("search", {}), **{k: v for k, v in gvar.items() if k != "preset"}}
             spec = SystemSpec(
                 sweep=self.name,
                 dataset=d,
                 dataset_preset=dvar["preset"],
-                dataset_options={k: v for k, v in dvar.items() if k not in ("preset", "setup", "search")},
+                dataset_options={k: v for k, v in dvar.items() if k not in DATASET_SECTIONS},
                 model=m,
                 model_preset=mvar["preset"],
                 model_params={k: v for k, v in mvar.items() if k != "preset"},
                 generator=g,
-                generator_preset=gvar["preset"],
-                generator_overrides=goverrides,
-                seed=int(seed),
-                setup_seed=0 if self.shared_setup else int(seed),
+                generator_config=self.generator_configs[(g, d)],
+                needs_vae=self.latent[(g, d)],
+                seed=seed,
+                setup_seed=0 if self.shared_setup else seed,
                 sweep_seed=self.sweep_seed,
                 simulation=self.simulation,
-                setup=setup,
+                setup=replace(self.setup, **dvar.get("setup", {})),
                 metrics=self.metrics,
                 timeout_s=self.timeout_s,
             )
@@ -210,8 +228,6 @@ class SweepSpec:
             "shared_setup": self.shared_setup,
             "timeout_s": self.timeout_s,
             "grid": {k: list(v) for k, v in self.grid.items()},
-            # Where the tensors live changes how fast, not what, a system computes: the
-            # device stays out of the key, so results are shared across devices.
             "simulation": {k: v for k, v in settings_dict(self.simulation).items() if k not in EXECUTION_ONLY},
             "setup": settings_dict(self.setup),
             "metrics": settings_dict(self.metrics),
@@ -233,12 +249,65 @@ def _type_name(v: object) -> str:
     return type(v).__name__
 
 
+def _error_text(exc: BaseException) -> str:
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+# ---------------------------------------------------------------------- top-level values
+def _seeds(raw: Any, problems: list[str]) -> tuple[int, ...]:
+    expected = "'seeds' must be an int >= 1 or a non-empty list of ints >= 0"
+    if is_int(raw):
+        if raw >= 1:
+            return tuple(range(int(raw)))
+        problems.append(f"{expected}. Got {short_repr(raw)} instead.")
+    elif isinstance(raw, list) and raw and all(is_int(s) and s >= 0 for s in raw):
+        if len(set(raw)) == len(raw):
+            return tuple(int(s) for s in raw)
+        problems.append(f"'seeds' lists a seed more than once: {short_repr(raw)}.")
+    else:
+        problems.append(f"{expected}. Got {short_repr(raw)} instead.")
+    return (0,)
+
+
+def _scalars(raw: dict, problems: list[str]) -> dict:
+    """name, description, seeds, sweep_seed, shared_setup and timeout_s, checked."""
+    out: dict[str, Any] = {}
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        problems.append(f"'name' must be a non-empty string of letters, digits, '_', '.', '-'. Got {short_repr(name)} instead.")
+        name = "invalid"
+    out["name"] = name
+    out["seeds"] = _seeds(raw.get("seeds", 1), problems)
+    sweep_seed = raw.get("sweep_seed", 0)
+    if not (is_int(sweep_seed) and sweep_seed >= 0):
+        problems.append(f"'sweep_seed' must be an int >= 0. Got {short_repr(sweep_seed)} instead.")
+        sweep_seed = 0
+    out["sweep_seed"] = int(sweep_seed)
+    shared_setup = raw.get("shared_setup", True)
+    if not isinstance(shared_setup, bool):
+        problems.append(f"'shared_setup' must be true or false. Got {short_repr(shared_setup)} instead.")
+        shared_setup = True
+    out["shared_setup"] = shared_setup
+    timeout_s = raw.get("timeout_s")
+    if timeout_s is not None and not (is_real(timeout_s) and timeout_s > 0):
+        problems.append(f"'timeout_s' must be a number > 0 (seconds per system) or null. Got {short_repr(timeout_s)} instead.")
+        timeout_s = None
+    out["timeout_s"] = timeout_s
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        problems.append("'description' must be a string.")
+        description = ""
+    out["description"] = description
+    return out
+
+
 def _settings(cls, raw: Any, section: str, problems: list[str], base=None):
     obj, found = build_settings(cls, raw, section, base)
     problems.extend(found)
     return obj
 
 
+# ---------------------------------------------------------------------- variants
 def _variants(raw: Any, section: str, registry_names: list[str], kind: str, problems: list[str], invalid: set) -> dict:
     """Named variants ``{name: {preset: P, ...}}`` over registered presets or import paths.
 
@@ -253,7 +322,7 @@ def _variants(raw: Any, section: str, registry_names: list[str], kind: str, prob
     out = {}
     for name, body in raw.items():
         if not isinstance(name, str) or not NAME_RE.match(name):
-            problems.append(f"Invalid {kind} variant name {name!r} in '{section}': use letters, digits, '_', '.', '-'.")
+            problems.append(f"Invalid {kind} variant name {short_repr(name)} in '{section}': use letters, digits, '_', '.', '-'.")
             continue
         if body is None:
             body = {}
@@ -270,7 +339,7 @@ def _variants(raw: Any, section: str, registry_names: list[str], kind: str, prob
                 continue
         elif not isinstance(preset, str) or preset not in registry_names:
             problems.append(
-                f"Unknown {kind} preset {preset!r} for variant '{name}' in '{section}'.{suggest(str(preset), registry_names)} "
+                f"Unknown {kind} preset {short_repr(preset)} for variant '{name}' in '{section}'.{suggest(str(preset), registry_names)} "
                 f"Valid presets: {', '.join(registry_names)} (or an import path 'package.module:attribute')."
             )
             invalid.add(name)
@@ -279,27 +348,17 @@ def _variants(raw: Any, section: str, registry_names: list[str], kind: str, prob
     return out
 
 
-def _check_generator(name: str, body: dict, problems: list[str]) -> None:
-    try:
-        gen_mod.create(body["preset"], **{k: v for k, v in body.items() if k != "preset"})
-    except (KeyError, ValueError, TypeError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        problems.append(f"Generator '{name}': {msg}")
-
-
 def _check_model(name: str, body: dict, problems: list[str]) -> None:
     try:
         models_mod.create(body["preset"], input_dim=2, seed=0, **{k: v for k, v in body.items() if k != "preset"})
     except (KeyError, ValueError, TypeError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        problems.append(f"Model '{name}': {msg}")
+        problems.append(f"Model '{name}': {_error_text(exc)}")
 
 
 def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -> dict:
     body = dict(body)
-    extra = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
-    if "path" in extra:
-        path = Path(str(extra["path"])).expanduser()
+    if "path" in body:
+        path = Path(str(body["path"])).expanduser()
         if not path.is_absolute():
             path = (base_dir / path).resolve()
         if not path.exists():
@@ -308,6 +367,7 @@ def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -
         body["path"] = str(path)
     if "search" in body and not isinstance(body["search"], dict):
         problems.append(f"Dataset '{name}': 'search' must be a mapping of generator overrides.")
+        body.pop("search")
     if "setup" in body:
         if not isinstance(body["setup"], dict):
             problems.append(f"Dataset '{name}': 'setup' must be a mapping of setup settings.")
@@ -318,12 +378,87 @@ def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -
 
 def _load_dataset_probe(name: str, body: dict, problems: list[str]) -> None:
     """Load each dataset once (synthetic ones small) so that bad files fail before the sweep."""
-    options = {k: v for k, v in body.items() if k not in ("preset", "setup", "search")}
+    options = {k: v for k, v in body.items() if k not in DATASET_SECTIONS}
     small = {"n_samples": 20} if body["preset"] in SYNTHETIC else {}
     try:
         data_mod.load(body["preset"], seed=0, **small, **options)
     except (KeyError, ValueError, TypeError, OSError) as exc:
-        problems.append(f"Dataset '{name}': {exc.args[0] if exc.args else exc}")
+        problems.append(f"Dataset '{name}': {_error_text(exc)}")
+
+
+# ---------------------------------------------------------------------- grid
+def _grid(raw: Any, known: dict[str, tuple[list[str], dict]], invalid: set, problems: list[str]) -> dict:
+    grid: dict[str, tuple[str, ...]] = {}
+    if not isinstance(raw, dict):
+        problems.append("'grid' must be a mapping with lists 'dataset', 'model' and 'generator'.")
+        return grid
+    for key in raw:
+        if key not in GRID_AXES:
+            problems.append(f"Unknown grid axis {short_repr(key)}.{suggest(str(key), GRID_AXES)} Valid axes: {', '.join(GRID_AXES)}.")
+    for axis in GRID_AXES:
+        values = raw.get(axis)
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not values:
+            problems.append(f"'grid.{axis}' must be a non-empty list of names. Got {short_repr(values)} instead.")
+            continue
+        if len(set(map(str, values))) != len(values):
+            problems.append(f"'grid.{axis}' lists a name more than once: {short_repr(values)}.")
+        registry_names, variants = known[axis]
+        valid = sorted(set(registry_names) | set(variants))
+        for v in values:
+            if isinstance(v, str) and v in invalid:
+                continue  # its variant's own problem is already reported
+            if not isinstance(v, str) or v not in valid:
+                problems.append(
+                    f"Unknown {axis} {short_repr(v)} in 'grid.{axis}'.{suggest(str(v), valid)} "
+                    f"Valid names: {', '.join(valid)} (or define a variant under '{axis}s')."
+                )
+        grid[axis] = tuple(str(v) for v in values)
+    return grid
+
+
+def _resolve_generators(
+    grid: dict, generators: dict, datasets: dict, invalid: set, problems: list[str]
+) -> tuple[dict, dict]:
+    """Build every (generator variant, dataset) pair's generator once.
+
+    The variant's overrides win over the dataset's ``search:`` block. A problem of the
+    variant alone is reported once, under the variant; one that only the merge causes
+    (a typo in a ``search:`` block, a key that does not apply to that generator) names
+    the dataset too.
+
+    Returns:
+        ({(g, d): Generator.to_dict()}, {(g, d): needs_vae}).
+    """
+    configs, latent = {}, {}
+    for g in grid.get("generator", ()):
+        if g in invalid:
+            continue
+        variant = generators.get(g, {"preset": g})
+        own = {k: v for k, v in variant.items() if k != "preset"}
+        try:
+            gen_mod.create(variant["preset"], **own)
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"Generator '{g}': {_error_text(exc)}")
+            continue
+        for d in grid.get("dataset", ()):
+            search = datasets.get(d, {}).get("search", {})
+            try:
+                gen = gen_mod.create(variant["preset"], **{**search, **own})
+            except (KeyError, ValueError, TypeError) as exc:
+                problems.append(f"Dataset '{d}': its 'search' block with generator '{g}': {_error_text(exc)}")
+                continue
+            config = gen.to_dict()
+            if gen_mod.Generator.from_dict(config) != gen:
+                problems.append(
+                    f"Generator '{g}': its description does not rebuild it (a component whose to_dict/from_dict "
+                    "do not round-trip); see docs/guide.md, 'A new step rule, space or convergence rule'."
+                )
+                continue
+            configs[(g, d)] = config
+            latent[(g, d)] = bool(gen.needs_vae)
+    return configs, latent
 
 
 def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", check_data: bool = True) -> SweepSpec:
@@ -337,47 +472,8 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
         raise SpecError(source, [f"The sweep file must be a YAML mapping. Got {_type_name(raw)} instead."])
     for key in raw:
         if key not in TOP_KEYS:
-            problems.append(f"Unknown top-level key '{key}'.{suggest(str(key), TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
-
-    name = raw.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(f"'name' must be a non-empty string of letters, digits, '_', '.', '-'. Got {name!r} instead.")
-        name = "invalid"
-
-    seeds_raw = raw.get("seeds", 1)
-    seeds: tuple[int, ...] = (0,)
-    if isinstance(seeds_raw, bool) or not isinstance(seeds_raw, (int, list)):
-        problems.append(f"'seeds' must be an int >= 1 or a list of ints >= 0. Got {seeds_raw!r} instead.")
-    elif isinstance(seeds_raw, int):
-        if seeds_raw < 1:
-            problems.append(f"'seeds' must be an int >= 1 or a list of ints >= 0. Got {seeds_raw!r} instead.")
-        else:
-            seeds = tuple(range(seeds_raw))
-    else:
-        if not seeds_raw or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds_raw):
-            problems.append(f"'seeds' must be an int >= 1 or a non-empty list of ints >= 0. Got {seeds_raw!r} instead.")
-        elif len(set(seeds_raw)) != len(seeds_raw):
-            problems.append(f"'seeds' lists a seed more than once: {seeds_raw!r}.")
-        else:
-            seeds = tuple(seeds_raw)
-
-    sweep_seed = raw.get("sweep_seed", 0)
-    if isinstance(sweep_seed, bool) or not isinstance(sweep_seed, int) or sweep_seed < 0:
-        problems.append(f"'sweep_seed' must be an int >= 0. Got {sweep_seed!r} instead.")
-        sweep_seed = 0
-    shared_setup = raw.get("shared_setup", True)
-    if not isinstance(shared_setup, bool):
-        problems.append(f"'shared_setup' must be true or false. Got {shared_setup!r} instead.")
-        shared_setup = True
-    timeout_s = raw.get("timeout_s")
-    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
-        problems.append(f"'timeout_s' must be a number > 0 (seconds per system) or null. Got {timeout_s!r} instead.")
-        timeout_s = None
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        problems.append("'description' must be a string.")
-        description = ""
-
+            problems.append(f"Unknown top-level key {short_repr(key)}.{suggest(str(key), TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
+    scalars = _scalars(raw, problems)
     simulation = _settings(SimulationSettings, raw.get("simulation"), "simulation", problems)
     setup = _settings(SetupSettings, raw.get("setup"), "setup", problems)
     metrics = _settings(metrics_mod.MetricSettings, raw.get("metrics"), "metrics", problems)
@@ -386,59 +482,24 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
     generators = _variants(raw.get("generators"), "generators", gen_mod.names(), "generator", problems, invalid)
     models = _variants(raw.get("models"), "models", models_mod.names(), "model", problems, invalid)
     datasets = _variants(raw.get("datasets"), "datasets", data_mod.names(), "dataset", problems, invalid)
-    base = Path(base_dir)
-    datasets = {n: _check_dataset(n, b, base, problems) for n, b in datasets.items()}
-    for n, b in generators.items():
-        _check_generator(n, b, problems)
+    datasets = {n: _check_dataset(n, b, Path(base_dir), problems) for n, b in datasets.items()}
     for n, b in models.items():
         _check_model(n, b, problems)
-
-    grid_raw = raw.get("grid")
-    grid: dict[str, tuple[str, ...]] = {}
     known = {
         "dataset": (data_mod.names(), datasets),
         "model": (models_mod.names(), models),
         "generator": (gen_mod.names(), generators),
     }
-    if not isinstance(grid_raw, dict):
-        problems.append("'grid' must be a mapping with lists 'dataset', 'model' and 'generator'.")
-    else:
-        for key in grid_raw:
-            if key not in GRID_AXES:
-                problems.append(f"Unknown grid axis '{key}'.{suggest(str(key), GRID_AXES)} Valid axes: {', '.join(GRID_AXES)}.")
-        for axis in GRID_AXES:
-            values = grid_raw.get(axis)
-            if isinstance(values, str):
-                values = [values]
-            if not isinstance(values, list) or not values:
-                problems.append(f"'grid.{axis}' must be a non-empty list of names. Got {values!r} instead.")
-                continue
-            if len(set(map(str, values))) != len(values):
-                problems.append(f"'grid.{axis}' lists a name more than once: {values!r}.")
-            registry_names, variants = known[axis]
-            valid = sorted(set(registry_names) | set(variants))
-            for v in values:
-                if isinstance(v, str) and v in invalid:
-                    continue  # its variant's own problem is already reported
-                if not isinstance(v, str) or v not in valid:
-                    problems.append(
-                        f"Unknown {axis} {v!r} in 'grid.{axis}'.{suggest(str(v), valid)} "
-                        f"Valid names: {', '.join(valid)} (or define a variant under '{axis}s')."
-                    )
-            grid[axis] = tuple(str(v) for v in values)
+    grid = _grid(raw.get("grid"), known, invalid, problems)
+    configs, latent = _resolve_generators(grid, generators, datasets, invalid, problems)
 
     if check_data and not problems:
         for d in grid.get("dataset", ()):
             _load_dataset_probe(d, datasets.get(d, {"preset": d}), problems)
-
     if problems:
         raise SpecError(source, problems)
     return SweepSpec(
-        name=name,
-        description=description,
-        seeds=seeds,
-        sweep_seed=sweep_seed,
-        shared_setup=shared_setup,
+        **scalars,
         grid=grid,
         simulation=simulation,
         setup=setup,
@@ -446,8 +507,9 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
         generators=generators,
         models=models,
         datasets=datasets,
-        timeout_s=timeout_s,
         source=source,
+        generator_configs=configs,
+        latent=latent,
     )
 
 

@@ -33,19 +33,22 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "IDENTITY_COLUMNS",
+    "PARTITION_COLUMNS",
     "ROW_SCHEMA",
     "POLARS_SCHEMA",
-    "IDENTITY_COLUMNS",
+    "SPEC_FILE",
     "ResultsStore",
     "NotAResultsDirectory",
     "StorageError",
+    "identity_row",
     "rows_to_table",
 ]
 
 logger = logging.getLogger(__name__)
 
-IDENTITY_COLUMNS = ("sweep", "system_key", "dataset", "model", "generator", "seed")
-
+# The row schema, defined here once. Rows are long format: who the row belongs to (the
+# identity columns, up to "seed"), then one measurement.
 ROW_SCHEMA = pa.schema(
     [
         ("sweep", pa.string()),
@@ -61,20 +64,11 @@ ROW_SCHEMA = pa.schema(
         ("p_value", pa.float64()),
     ]
 )
-
-POLARS_SCHEMA = {
-    "sweep": pl.String,
-    "system_key": pl.String,
-    "dataset": pl.String,
-    "model": pl.String,
-    "generator": pl.String,
-    "seed": pl.Int64,
-    "round": pl.Int64,
-    "metric": pl.String,
-    "scope": pl.String,
-    "value": pl.Float64,
-    "p_value": pl.Float64,
-}
+IDENTITY_COLUMNS = tuple(ROW_SCHEMA.names[: ROW_SCHEMA.get_field_index("seed") + 1])
+# The identity columns that name a row file's folder (rows/dataset=D/model=M/generator=G/seed=S/).
+PARTITION_COLUMNS = ("dataset", "model", "generator", "seed")
+# The same schema as polars types (pa.string() -> pl.String, ...), for frames built or read here.
+POLARS_SCHEMA = dict(pl.from_arrow(ROW_SCHEMA.empty_table()).schema)
 
 SPEC_FILE = "sweep.yaml"
 
@@ -85,6 +79,16 @@ class StorageError(OSError):
 
 class NotAResultsDirectory(ValueError):
     """Raised when a path does not hold a recourse_ray results dataset."""
+
+
+def identity_row(*, sweep: str, system_key: str, dataset: str, model: str, generator: str, seed: int) -> dict:
+    """The identity columns of one system's rows, in ``IDENTITY_COLUMNS`` order.
+
+    Every row of a system starts with these values; ``write_system`` takes them as the
+    system's identity.
+    """
+    return {"sweep": sweep, "system_key": system_key, "dataset": dataset, "model": model,
+            "generator": generator, "seed": int(seed)}
 
 
 def rows_to_table(rows: Iterable[Mapping]) -> pa.Table:
@@ -98,7 +102,7 @@ def _partition_dir(identity: Mapping) -> str:
     def clean(v: object) -> str:
         return str(v).replace("/", "_").replace("=", "_")
 
-    return "/".join(f"{k}={clean(identity[k])}" for k in ("dataset", "model", "generator", "seed"))
+    return "/".join(f"{k}={clean(identity[k])}" for k in PARTITION_COLUMNS)
 
 
 class ResultsStore:
@@ -119,6 +123,29 @@ class ResultsStore:
             self.local = True
         self.uri = uri
         self.path = path.rstrip("/")
+
+    @classmethod
+    def for_sweep(cls, root: str | Path, sweep_name: str) -> ResultsStore:
+        """The store of sweep ``sweep_name`` under a results root: ``<root>/<sweep_name>``.
+
+        Args:
+            root: the results root, a local path or a filesystem URI (``s3://bucket/prefix``).
+            sweep_name: the sweep's name (its ``name`` in the sweep file).
+        """
+        root = str(root)
+        if "://" in root:
+            return cls(f"{root.rstrip('/')}/{sweep_name}")
+        return cls(str(Path(root) / sweep_name))
+
+    @property
+    def sweep_name(self) -> str:
+        """The sweep's name: the last part of the directory (the layout is ``<root>/<sweep-name>``)."""
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def spec_uri(self) -> str:
+        """Where the recorded spec lives, as the user named the directory (for messages)."""
+        return f"{self.uri.rstrip('/')}/{SPEC_FILE}"
 
     # ------------------------------------------------------------------ helpers
     def _p(self, *parts: str) -> str:
@@ -187,6 +214,7 @@ class ResultsStore:
         self._write_atomic(SPEC_FILE, spec_text.encode("utf-8"))
 
     def read_spec(self) -> str:
+        """The recorded spec's text; raises NotAResultsDirectory when there is none."""
         self.check()
         return self._read_bytes(SPEC_FILE).decode("utf-8")
 
@@ -291,4 +319,5 @@ class ResultsStore:
         return lf.select([pl.col(c).cast(t) for c, t in POLARS_SCHEMA.items()])
 
     def read_rows(self) -> pl.DataFrame:
+        """All committed rows, read now (``scan_rows().collect()``)."""
         return self.scan_rows().collect()

@@ -1,7 +1,7 @@
 """Shared pytest setup.
 
 Tabular data: when the shared CSVs exist at ``<repo>/../shared/data/tabular`` the whole
-session reads them (``recourse_ray.data.set_data_dir``); tests that need them carry the
+session reads them (``with recourse_ray.data.data_dir(...)``); tests that need them carry the
 ``tabular_data`` marker (or use the ``tabular_dir`` fixture) and are skipped cleanly when
 the folder is absent.
 """
@@ -40,35 +40,32 @@ def _shared_tabular_data_dir():
     """Point the data directory at the shared CSVs for the whole session (when present)."""
     import recourse_ray.data as rd
 
-    if SHARED_TABULAR.is_dir():
-        rd.set_data_dir(SHARED_TABULAR)
-    yield
-    rd.set_data_dir(None)
+    if not SHARED_TABULAR.is_dir():
+        yield
+        return
+    with rd.data_dir(SHARED_TABULAR):
+        yield
 
 
 @pytest.fixture
-def tabular_dir() -> Path:
-    """The shared CSV folder, made the data directory (again, in case a test changed it); skips when absent."""
+def tabular_dir():
+    """The shared CSV folder, made the data directory for the test (again, in case a test changed it); skips when absent."""
     import recourse_ray.data as rd
 
     if not SHARED_TABULAR.is_dir():
         pytest.skip(_SKIP_REASON)
-    rd.set_data_dir(SHARED_TABULAR)
-    return SHARED_TABULAR
-
-
-#: Generator variant name whose systems raise inside their Ray task (failure tests).
-FAILING_GENERATOR = "boom"
+    with rd.data_dir(SHARED_TABULAR):
+        yield SHARED_TABULAR
 
 
 @pytest.fixture(scope="session")
 def ray_session():
     """One embedded Ray instance (2 CPUs) for the whole test session.
 
-    Token auth is disabled explicitly (Ray 2.60 enables it for local clusters), and the
-    workers get ``RECOURSE_RAY_TEST_FAIL`` so that systems of the ``boom`` generator
-    variant raise: the failure-handling tests use it. ``examples/`` is shipped to the
-    workers as a Ray ``py_modules`` entry, as ``--py-modules`` does for users.
+    Token auth is disabled explicitly (Ray 2.60 enables it for local clusters).
+    ``examples/`` and ``tests/faults`` (a term that raises, for the failure-handling
+    tests) are shipped to the workers as Ray ``py_modules`` entries, as
+    ``--py-modules`` does for users.
     """
     import os
 
@@ -79,11 +76,8 @@ def ray_session():
         num_cpus=2,
         include_dashboard=False,
         logging_level="ERROR",
-        runtime_env={
-            "env_vars": {"RECOURSE_RAY_TEST_FAIL": FAILING_GENERATOR},
-            # The examples package reaches the workers the way user code does on a cluster.
-            "py_modules": [str(REPO_ROOT / "examples")],
-        },
+        # User code reaches the workers the way it does on a cluster.
+        runtime_env={"py_modules": [str(REPO_ROOT / "examples"), str(REPO_ROOT / "tests" / "faults")]},
     )
     yield ray
     ray.shutdown()

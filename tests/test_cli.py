@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from recourse_ray import spec as spec_mod
 from recourse_ray.cli import main
+from recourse_ray.store import ResultsStore, rows_to_table
 
 ROOT = Path(__file__).resolve().parents[1]
+SWEEP = "name: cli-test\nseeds: 2\ngrid: {dataset: [overlapping], model: [logistic_regression], generator: [generic]}\n"
+
+
+@pytest.fixture
+def results(tmp_path) -> ResultsStore:
+    """A results directory of a 2-system sweep: seed 0 committed, seed 1 failed (written by hand, no Ray)."""
+    done, failed = spec_mod.loads(SWEEP).systems()
+    store = ResultsStore.for_sweep(tmp_path / "results", "cli-test")
+    store.init(SWEEP)
+    rows = [{**done.identity_columns(), "round": r, "metric": "f1", "scope": "performance", "value": 0.9, "p_value": None}
+            for r in (0, 1)]
+    store.write_system(done.identity_columns(), rows_to_table(rows), {"versions": {}})
+    store.write_failure(failed.key, {**failed.identity_columns(), "error": "RuntimeError: boom"})
+    return store
 
 
 def test_validate_prints_grid(capsys):
@@ -49,7 +66,26 @@ def test_cli_misuse_exits_2(capsys):
         main(["frobnicate"])
     assert exc.value.code == 2
     assert main(["run", str(ROOT / "sweeps" / "quickstart.yaml"), "--num-cpus", "0"]) == 2
-    assert "--num-cpus must be >= 1" in capsys.readouterr().err
+    assert "The '--num-cpus' parameter of recourse-ray run must be an int in the range [1, inf). Got 0 instead." in (
+        capsys.readouterr().err)
+    assert main(["datasets", "fetch", "moons", "--timeout", "0"]) == 2
+    assert "The '--timeout' parameter of recourse-ray datasets must be a number in the range (0, inf)." in (
+        capsys.readouterr().err)
+
+
+def test_status_of_a_results_directory(results, capsys):
+    assert main(["status", results.uri, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["sweep"], summary["total"], summary["done"], summary["failed"], summary["missing"]) == ("cli-test", 2, 1, 1, 0)
+    assert summary["failures"][0]["error"] == "RuntimeError: boom"
+
+
+def test_report_goes_to_reports_and_the_sweep_name(results, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", results.uri]) == 0
+    index = tmp_path / "reports" / "cli-test" / "index.html"
+    assert index.exists() and f"report written to {Path('reports') / 'cli-test' / 'index.html'}" in capsys.readouterr().out
+    assert "RuntimeError: boom" in index.read_text(encoding="utf-8")
 
 
 def test_listings(capsys):

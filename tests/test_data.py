@@ -115,6 +115,8 @@ def test_synthetic_rejects_bad_parameters():
         rr.data.synthetic.moons(0, seed=0)
     with pytest.raises(ValueError, match="'noise' parameter of circles"):
         rr.data.synthetic.circles(10, seed=0, noise=-1.0)
+    with pytest.raises(ValueError, match=r"'n_samples' parameter of blobs.*'n_features' parameter of blobs"):
+        rr.data.synthetic.blobs(1, seed=0, n_features=0)  # every problem in one message
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,13 +327,9 @@ def test_named_loader_too_few_rows(tabular_dir):
 
 
 def test_named_loader_missing_file_explains_data_dir(tmp_path):
-    previous = rr.data.data_dir()
-    rr.data.set_data_dir(tmp_path)
-    try:
+    with rr.data.data_dir(tmp_path):
         with pytest.raises(ValueError, match=r"Data file not found.*give_me_some_credit_balanced\.csv") as info:
             load("gmsc", seed=0)
-    finally:
-        rr.data.set_data_dir(previous)
     message = str(info.value)
     assert str(tmp_path) in message and "RECOURSE_RAY_DATA" in message
 
@@ -439,7 +437,7 @@ def test_threshold_number_and_median(tmp_path):
     median = load_csv(path, target="value", seed=0, threshold="median", balance=False)
     np.testing.assert_array_equal(median.y, [0, 1, 0, 1, 1])  # median of 5 values is 2.0
     assert median.feature_names == ("x",)
-    with pytest.raises(ValueError, match=r"'threshold' must be a number or 'median'; got 'mean'"):
+    with pytest.raises(ValueError, match=r"The 'threshold' parameter of load_csv must be a number or 'median'\. Got 'mean'"):
         load_csv(path, target="value", seed=0, threshold="mean")
 
 
@@ -468,13 +466,168 @@ def test_csv_loader_through_the_registry(tmp_path):
 
 def test_relative_path_is_found_in_the_data_dir(tmp_path):
     write(tmp_path, "x,y\n1,0\n2,1\n", "rel.csv")
-    previous = rr.data.data_dir()
-    rr.data.set_data_dir(tmp_path)
-    try:
+    with rr.data.data_dir(tmp_path):
         data = load_csv("rel.csv", target="y", seed=0)
-    finally:
-        rr.data.set_data_dir(previous)
     np.testing.assert_array_equal(data.X, [[1], [2]])
+
+
+def test_data_dir_context_manager_restores_the_previous_directory(tmp_path):
+    before = rr.data.get_data_dir()
+    with rr.data.data_dir(tmp_path) as inside:
+        assert inside == tmp_path == rr.data.get_data_dir()
+    assert rr.data.get_data_dir() == before
+    with pytest.raises(RuntimeError):
+        with rr.data.data_dir(tmp_path / "other"):
+            raise RuntimeError("boom")
+    assert rr.data.get_data_dir() == before
+
+
+def test_data_dir_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECOURSE_RAY_DATA", str(tmp_path / "env"))
+    with rr.data.data_dir(None):  # no override: the environment variable
+        assert rr.data.get_data_dir() == tmp_path / "env"
+        rr.data.set_data_dir(tmp_path / "set")  # set_data_dir inside the block is undone with it
+        assert rr.data.get_data_dir() == tmp_path / "set"
+        monkeypatch.delenv("RECOURSE_RAY_DATA")
+        rr.data.set_data_dir(None)
+        assert rr.data.get_data_dir() == Path.home() / ".cache" / "recourse_ray" / "data"
+
+
+# ---------------------------------------------------------------------------------------
+# standardize=False and a given train/test split (split_column)
+
+REFERENCE_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ard-v0.1.0" / "overlapping_data.csv"
+
+
+def test_standardize_false_keeps_raw_values_in_the_split(tmp_path):
+    lines = ["x,y"] + [f"{i * 10},{i % 2}" for i in range(10)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    data = load_csv(path, target="y", seed=0, standardize=False)
+    assert data.standardize is False
+    train, test = data.split(0.2, seed=0)
+    assert train.standardizer is None
+    assert sorted(np.r_[train.X[:, 0], test.X[:, 0]].tolist()) == [10.0 * i for i in range(10)]
+    assert load_csv(path, target="y", seed=0).standardize is True  # the default is unchanged
+    with pytest.raises(TypeError, match=r"The 'standardize' parameter of load_csv must be a bool\. Got 'false' instead\."):
+        load_csv(path, target="y", seed=0, standardize="false")
+
+
+@requires_tabular_data
+def test_named_loader_takes_standardize(tabular_dir):
+    raw = load("german_credit", seed=0, standardize=False)
+    assert raw.standardize is False
+    train, _ = raw.split(0.2, seed=0)
+    assert set(np.unique(train.X).tolist()) <= set(range(200))  # integer codes, not z-scores
+
+
+@pytest.mark.skipif(not REFERENCE_CSV.is_file(), reason=f"reference data not found at {REFERENCE_CSV}")
+def test_reference_csv_split_is_used_as_given():
+    header, rows = _read_csv_by_hand(REFERENCE_CSV)
+    assert header == ["x1", "x2", "target", "split"]
+    by_part = {part: [r for r in rows if r[3] == part] for part in ("train", "test")}
+    expected = {part: np.array([[float(r[0]), float(r[1])] for r in got], dtype=np.float32) for part, got in by_part.items()}
+    labels = {part: np.array([int(r[2]) for r in got]) for part, got in by_part.items()}
+    options = dict(path=str(REFERENCE_CSV), target="target", split_column="split", standardize=False)
+    data = load("csv", seed=0, **options)
+    assert data.feature_names == ("x1", "x2") and data.n_samples == 1000
+    np.testing.assert_array_equal(data.given_test, [r[3] == "test" for r in rows])
+    for seed, test_size in ((0, 0.2), (5, 0.5)):  # the given split ignores both
+        train, test = data.split(test_size, seed=seed)
+        assert (train.n_samples, test.n_samples) == (800, 200)
+        assert train.X.dtype == np.float32 and train.standardizer is None
+        np.testing.assert_array_equal(train.X, expected["train"])  # file order, bit for bit
+        np.testing.assert_array_equal(test.X, expected["test"])
+        np.testing.assert_array_equal(train.y, labels["train"])
+        np.testing.assert_array_equal(test.y, labels["test"])
+        assert train.given_test is None and test.given_test is None
+    # The simulation's call, unchanged: prepare_data -> dataset.split(test_size, seed=...).
+    from recourse_ray.simulation import prepare_data
+
+    train, test = prepare_data("csv", setup_seed=3, options=options)
+    np.testing.assert_array_equal(train.X, expected["train"])
+    np.testing.assert_array_equal(test.X, expected["test"])
+    # z-scored (the default): statistics of the 800 given training rows.
+    train, test = prepare_data("csv", setup_seed=3, options={**options, "standardize": True})
+    raw_train = expected["train"].astype(np.float64)
+    mean, std = raw_train.mean(axis=0), raw_train.std(axis=0)
+    np.testing.assert_allclose(train.standardizer.mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(test.X, (expected["test"] - mean) / std, rtol=1e-5, atol=1e-5)
+
+
+def test_given_split_keeps_file_order_and_follows_dropped_rows(tmp_path):
+    path = write(
+        tmp_path,
+        "a,part,y\n1,test,0\n2,train,1\n3,train,0\n,test,1\n5,test,1\n6,train,0\n 7 , train ,1\n8,test,0\n",
+    )
+    data = load_csv(path, target="y", seed=0, split_column="part", balance=False)
+    assert data.feature_names == ("a",)  # the split column is not a feature
+    np.testing.assert_array_equal(data.X[:, 0], [1, 2, 3, 5, 6, 7, 8])  # the row with a missing cell is dropped
+    np.testing.assert_array_equal(data.given_test, [True, False, False, True, False, False, True])
+    train, test = data.split(0.2, seed=0, standardize=False)
+    np.testing.assert_array_equal(train.X[:, 0], [2, 3, 6, 7])
+    np.testing.assert_array_equal(test.X[:, 0], [1, 5, 8])
+    np.testing.assert_array_equal(train.y, [1, 0, 0, 1])
+    np.testing.assert_array_equal(test.y, [0, 1, 0])
+    # z-scoring (on by default) is fitted on the given training rows only.
+    scaled_train, scaled_test = data.split(0.2, seed=0)
+    mean, std = np.mean([2, 3, 6, 7]), np.std([2, 3, 6, 7])
+    np.testing.assert_allclose(scaled_train.X[:, 0], (np.array([2, 3, 6, 7]) - mean) / std, rtol=1e-6)
+    np.testing.assert_allclose(scaled_test.X[:, 0], (np.array([1, 5, 8]) - mean) / std, rtol=1e-6)
+    # Without split_column, a column named 'split' is an ordinary (here: text) column.
+    plain = write(tmp_path, "a,split,y\n1,train,0\n2,test,1\n", "plain.csv")
+    with pytest.raises(ValueError, match=r"non-numeric columns 'split'"):
+        load_csv(plain, target="y", seed=0)
+    assert load_csv(plain, target="y", seed=0, drop="split").given_test is None
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "message"),
+    [
+        ("a,s,y\n1,train,0\n2,valid,1\n3,Test,1\n4,test,0\n", {},
+         r"the split column 's' must hold 'train' or 'test' in every row, but has 'valid' \(1 row\), 'Test' \(1 row\) "
+         r"\(first in data row 2\)"),
+        ("a,s,y\n1,train,0\n2,,1\n3,test,1\n", {}, r"split column 's' must hold 'train' or 'test'.*\(missing\) \(1 row\)"),
+        ("a,s,y\n1,train,0\n2,train,1\n", {}, r"the split column 's' leaves no 'test' rows"),
+        ("a,s,y\n1,test,0\n2,test,1\n", {}, r"the split column 's' leaves no 'train' rows"),
+        ("a,s,y\n1,train,0\n2,test,1\n", {"split_column": "ss"}, r"the split column 'ss' is not in the file\. Did you mean 's'\?"),
+        ("a,s,y\n1,train,0\n2,test,1\n", {"categorical": "s"}, r"the split column 's' cannot also be a categorical column"),
+        ("a,s,y\n1,train,0\n2,test,1\n", {"drop": ["s"]}, r"the split column 's' cannot also be a drop column"),
+        ("a,s,y\n1,train,0\n2,test,1\n", {"split_column": "y"}, r"the target column 'y' cannot also be the split column"),
+        ("a,s,y\n1,train,0\n2,test,1\n3,train,1\n4,test,0\n", {"n_samples": 2},
+         r"n_samples=2 cannot be combined with split_column='s'"),
+        ("a,s,y\n1,train,0\n2,test,1\n3,train,1\n", {}, r"balance=True would drop rows from the given split.*1 and 2 rows"),
+    ],
+    ids=["unknown-values", "missing-value", "no-test", "no-train", "absent", "categorical", "drop", "target",
+         "n_samples", "unbalanced"],
+)
+def test_given_split_errors(tmp_path, text, options, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError, match=message):
+        load_csv(path, target="y", seed=0, **{"split_column": "s", **options})
+
+
+def test_given_split_unbalanced_with_balance_false(tmp_path):
+    path = write(tmp_path, "a,s,y\n1,train,0\n2,test,1\n3,train,1\n")
+    data = load_csv(path, target="y", seed=0, split_column="s", balance=False)
+    assert data.class_counts() == (1, 2)
+    with pytest.raises(TypeError, match=r"The 'split_column' parameter of load_csv must be a column name \(str\) or None"):
+        load_csv(path, target="y", seed=0, split_column=["s"])
+
+
+def test_dataset_given_test_is_checked_and_subset():
+    data = _id_dataset(standardize=False)
+    with pytest.raises(ValueError, match="given_test must be a bool array with one entry per row"):
+        Dataset(X=data.X, y=data.y, feature_names=data.feature_names, name="x", given_test=np.zeros(3, dtype=bool))
+    given = Dataset(
+        X=data.X, y=data.y, feature_names=data.feature_names, name="x", given_test=np.arange(100) % 4 == 0
+    )
+    half = given.subset(np.arange(50))
+    np.testing.assert_array_equal(half.given_test, np.arange(50) % 4 == 0)
+    train, test = given.split(0.5, seed=0)
+    np.testing.assert_array_equal(test.X[:, 0], np.arange(0, 100, 4))
+    only_train = given.subset(np.arange(1, 4))
+    with pytest.raises(ValueError, match=r"given split of dataset 'x' has 3 training and 0 test rows"):
+        only_train.split(0.2, seed=0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +85,115 @@ def test_torch_path_on_a_device_copies_back_in_place(setup):
     assert b.params.data_ptr() == ptr
     assert torch.equal(view, b.layers()[0][0])
     assert not b.params.requires_grad and b.params.grad is None
+
+
+def test_fused_fit_ignores_the_device(setup):
+    # The fused kernel runs on the CPU whatever the device: "cuda" needs no GPU here.
+    X, y = setup["train"].X, setup["train"].y
+    a = rr.models.create("deep_ensemble", input_dim=2, seed=1, n_members=2)
+    if a.training_backend(16) != "fused":
+        pytest.skip("the fused kernel is unavailable")
+    b = a.clone()
+    la = a.fit(X, y, epochs=2, batch_size=16, seed=3)
+    lb = b.fit(X, y, epochs=2, batch_size=16, seed=3, device="cuda")
+    np.testing.assert_array_equal(la, lb)
+    assert torch.equal(a.params, b.params)
+
+
+def test_torch_classifier_explicit_cpu_fit_is_bit_identical(setup):
+    X, y = setup["train"].X, setup["train"].y
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+    a = rr.models.TorchClassifier(module, input_dim=2)
+    b, c = a.clone(), a.clone()
+    la = a.fit(X, y, epochs=2, batch_size=16, seed=3)
+    lb = b.fit(X, y, epochs=2, batch_size=16, seed=3, device=torch.device("cpu"))
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(a.parameters_vector(), b.parameters_vector())
+    # The device branch of the training loop, with a CPU device: data moved, same numbers.
+    rng = np.random.default_rng(3)
+    orders = [rng.permutation(len(y)) for _ in range(2)]
+    Xf, yf = X.astype(np.float32), y.astype(np.float32)
+    params = list(c.module.parameters())
+    ref = c.clone()
+    lc = c._train(Xf, yf, orders, 16, 1e-3, 7, device=torch.device("cpu"))
+    lr_ = ref._train(Xf, yf, orders, 16, 1e-3, 7)
+    np.testing.assert_array_equal(lc, lr_)
+    np.testing.assert_array_equal(c.parameters_vector(), ref.parameters_vector())
+    assert all(p is q for p, q in zip(c.module.parameters(), params)) and not c.module.training
+
+
+def test_vae_torch_path_on_a_device_copies_back_in_place(setup):
+    X = setup["train"].X.astype(np.float32)
+    a = rr.models.VAE(2, seed=1, backend="torch")
+    a.fit(X, epochs=1, seed=0)  # fixes the likelihood scale
+    b = a.clone()
+    view, ptr = b.params["enc_w"], b.flat.data_ptr()
+    rng = np.random.default_rng(0)
+    orders = np.stack([rng.permutation(len(X)) for _ in range(2)])
+    noise = rng.standard_normal((2, len(X), 2), dtype=np.float32)
+    la = a._fit_torch(X, orders, noise, 50, 1e-3)
+    lb = b._fit_torch(X, orders, noise, 50, 1e-3, device=torch.device("cpu"))
+    np.testing.assert_array_equal(la, lb)
+    assert torch.equal(a.flat, b.flat)
+    assert b.flat.data_ptr() == ptr and view.data_ptr() == ptr and torch.equal(view, b.params["enc_w"])
+    assert not b.flat.requires_grad
+    c = a.clone()
+    a.fit(X, epochs=1, seed=4)
+    c.fit(X, epochs=1, seed=4, device="cpu")
+    assert torch.equal(a.flat, c.flat)
+
+
+@pytest.mark.parametrize(
+    "fit",
+    [
+        lambda X, y, **kw: rr.models.create("mlp", input_dim=2, seed=0).fit(X, y, **kw),
+        lambda X, y, **kw: rr.models.TorchClassifier(torch.nn.Linear(2, 1), input_dim=2).fit(X, y, **kw),
+        lambda X, y, **kw: rr.models.VAE(2, seed=0).fit(X, **kw),
+    ],
+    ids=["feedforward", "torch", "vae"],
+)
+def test_fit_rejects_a_malformed_device(setup, fit):
+    X, y = setup["train"].X, setup["train"].y
+    with pytest.raises(ValueError, match=r"The 'device' parameter of \w+\.fit must be None, or a torch device .*'gpu'"):
+        fit(X, y, epochs=1, batch_size=8, seed=0, device="gpu")
+    with pytest.raises(TypeError, match=r"The 'device' parameter of \w+\.fit .* Got 3 instead"):
+        fit(X, y, epochs=1, batch_size=8, seed=0, device=3)
+
+
+class _NoDeviceClassifier:
+    """Every Classifier member, but a ``fit`` from before the device keyword."""
+
+    input_dim = 2
+
+    def logits(self, x): ...
+
+    def proba(self, x): ...
+
+    def predict_proba(self, X): ...
+
+    def predict(self, X): ...
+
+    def fit(self, X, y, *, epochs, batch_size, seed, lr=1e-3): ...
+
+    def parameter_arrays(self): ...
+
+    def clone(self): ...
+
+
+class _AnyKeywordsClassifier(_NoDeviceClassifier):
+    def fit(self, X, y, **kwargs): ...
+
+
+def test_create_refuses_a_classifier_whose_fit_takes_no_device(monkeypatch):
+    # The simulation always passes fit(..., device=...): create says so before anything runs.
+    module = types.ModuleType("user_models")
+    module.no_device = lambda input_dim, *, seed: _NoDeviceClassifier()
+    module.any_keywords = lambda input_dim, *, seed: _AnyKeywordsClassifier()
+    monkeypatch.setitem(sys.modules, "user_models", module)
+    with pytest.raises(TypeError, match=r"returned _NoDeviceClassifier, which lacks fit\(\.\.\., device=\.\.\.\)"):
+        rr.models.create("user_models:no_device", input_dim=2)
+    assert isinstance(rr.models.create("user_models:any_keywords", input_dim=2), rr.models.Classifier)
 
 
 def test_unavailable_device_fails_early():

@@ -61,7 +61,7 @@ def test_fused_equals_torch_without_dropout(name, input_dim, params, batch_size)
     # every epoch ends with a batch of one row.
     X, y = blobs(65 if batch_size > 1 else 40, input_dim, seed=1)
     eager, fused = pair(name, input_dim, **params)
-    assert not eager.uses_fused() and fused.uses_fused()
+    assert eager.training_backend() == "torch" and fused.training_backend() == "fused"
     losses_t = eager.fit(X, y, epochs=3, batch_size=batch_size, seed=11, lr=1e-2)
     losses_f = fused.fit(X, y, epochs=3, batch_size=batch_size, seed=11, lr=1e-2)
     assert losses_f.shape == losses_t.shape == (eager.n_members, 3)
@@ -303,7 +303,7 @@ def test_fit_updates_the_params_tensor_in_place():
 
 def test_fused_backend_is_the_default_when_available():
     model = create("mlp", input_dim=2, seed=0)
-    assert model.backend == "auto" and model.uses_fused() and model.uses_fused(32)
+    assert model.backend == "auto" and model.training_backend() == model.training_backend(32) == "fused"
 
 
 def test_auto_backend_leaves_wide_large_steps_to_torch(monkeypatch):
@@ -311,15 +311,16 @@ def test_auto_backend_leaves_wide_large_steps_to_torch(monkeypatch):
 
     # The study's models (hidden layers of at most 64) stay fused at every batch size.
     for name, d, params in MODEL_CASES + [("deep_ensemble", 33, {"hidden": [64, 64]})]:
-        assert create(name, input_dim=d, seed=0, **params).uses_fused(10**6)
+        assert create(name, input_dim=d, seed=0, **params).training_backend(10**6) == "fused"
     wide = create("mlp", input_dim=33, seed=0, hidden=[TORCH_MIN_WIDTH, 16])
     per_row = wide.params.shape[1]  # multiply-adds per row and step (one member)
     largest_fused = (TORCH_MIN_STEP_MACS - 1) // per_row
-    assert wide.uses_fused(1) and wide.uses_fused(largest_fused)
-    assert not wide.uses_fused(largest_fused + 1)
-    assert create("mlp", input_dim=33, seed=0, hidden=[TORCH_MIN_WIDTH - 1], backend="auto").uses_fused(10**6)
+    assert wide.training_backend(1) == wide.training_backend(largest_fused) == "fused"
+    assert wide.training_backend(largest_fused + 1) == "torch"
+    narrower = create("mlp", input_dim=33, seed=0, hidden=[TORCH_MIN_WIDTH - 1], backend="auto")
+    assert narrower.training_backend(10**6) == "fused"
     forced = create("mlp", input_dim=33, seed=0, hidden=[TORCH_MIN_WIDTH, 16], backend="fused")
-    assert forced.uses_fused(10 * largest_fused)
+    assert forced.training_backend(10 * largest_fused) == "fused"
 
     def refuse(*args, **kwargs):
         raise AssertionError("the fused kernel must not run here")
@@ -335,12 +336,12 @@ def test_unavailable_kernel_falls_back_to_torch(monkeypatch):
     monkeypatch.setattr(_fused, "AVAILABLE", False)
     monkeypatch.setattr(_fused, "UNAVAILABLE_REASON", "numba could not be imported (test)")
     auto = create("mlp", input_dim=2, seed=0)
-    assert not auto.uses_fused()
+    assert auto.training_backend() == "torch"
     X, y = blobs(10, 2, seed=0)
     assert auto.fit(X, y, epochs=1, batch_size=2, seed=0).shape == (1, 1)
     message = r"fused training backend is unavailable: numba could not be imported \(test\)"
     with pytest.raises(RuntimeError, match=message):
-        create("mlp", input_dim=2, seed=0, backend="fused").uses_fused()
+        create("mlp", input_dim=2, seed=0, backend="fused").training_backend()
     with pytest.raises(RuntimeError, match=message):
         _fused.warm_up()
 

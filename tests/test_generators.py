@@ -536,12 +536,12 @@ def test_overrides_resolve():
 
 
 @pytest.mark.parametrize("name", G.names())
-def test_to_dict_round_trips_and_keys_differ(name):
+def test_to_dict_round_trips_and_descriptions_differ(name):
     g = G.create(name)
     assert Generator.from_dict(json.loads(json.dumps(g.to_dict()))) == g
     assert pickle.loads(pickle.dumps(g)) == g  # sent to Ray workers
-    assert G.create(name, decision_threshold=0.9).key() != g.key()
-    assert g.describe().startswith(f"{name}:")
+    assert G.create(name, decision_threshold=0.9).to_dict() != g.to_dict()
+    assert G.create(name, decision_threshold=0.5).to_dict() == g.to_dict()
 
 
 def test_paper_defaults():
@@ -579,8 +579,8 @@ def test_unknown_preset():
         ({"distance": {"weigth": 1.0}}, "unknown parameter 'weigth' of the 'distance' term. Did you mean 'weight'"),
         ({"space": "latnet"}, "Unknown search space 'latnet'. Did you mean 'latent'"),
         ({"convergence": "ful"}, "Unknown convergence rule 'ful'. Did you mean 'full'"),
-        ({"decision_threshold": 1.5}, "'decision_threshold' parameter must be a float in the range \\(0, 1\\)"),
-        ({"max_iterations": -1}, "'max_iterations' parameter must be an int in the range \\[0, inf\\)"),
+        ({"decision_threshold": 1.5}, "'decision_threshold' parameter of Generator must be a float in the range \\(0, 1\\)"),
+        ({"max_iterations": -1}, "'max_iterations' parameter of Generator must be an int in the range \\[0, inf\\)"),
         ({"max_changes": 3}, "'max_changes' applies only to the 'greedy' step rule"),
         ({"step_size": 0.0}, "'step_size' parameter of GradientDescent must be a float in the range \\(0, inf\\)"),
     ],
@@ -591,13 +591,13 @@ def test_bad_overrides(kwargs, message):
 
 
 def test_all_override_problems_reported_at_once():
-    with pytest.raises(ValueError, match="(?s)unknown override 'foo'.*'decision_threshold' parameter must be"):
+    with pytest.raises(ValueError, match="(?s)unknown override 'foo'.*'decision_threshold' parameter of Generator must be"):
         G.create("generic", foo=1, decision_threshold=2.0)
 
 
 def test_bad_search_arguments(setup):
     model, neg, gen = setup["model"], setup["neg"][:3], G.create("generic")
-    with pytest.raises(ValueError, match="'n_counterfactuals' parameter must be an int in the range \\[1, inf\\)"):
+    with pytest.raises(ValueError, match="'n_counterfactuals' parameter of Generator.search must be an int in the range \\[1, inf\\)"):
         gen.search(model, neg, n_counterfactuals=0, seeds=0)
     with pytest.raises(ValueError, match="'factuals' has 3 features but the model expects 2"):
         gen.search(model, np.zeros((3, 3), np.float32), seeds=0)
@@ -607,7 +607,7 @@ def test_bad_search_arguments(setup):
         gen.search(model, bad, seeds=0)
     with pytest.raises(ValueError, match="'factuals' must be a 2-D array"):
         gen.search(model, neg[0], seeds=0)
-    with pytest.raises(ValueError, match="'seeds' must be an int or a sequence of 3 ints"):
+    with pytest.raises(ValueError, match="'seeds' parameter of Generator.search must be an int or a sequence of 3 ints"):
         gen.search(model, neg, seeds=[1, 2])
     with pytest.raises(ValueError, match="searches in latent space and needs a trained VAE"):
         G.create("revise").search(model, neg, seeds=0)

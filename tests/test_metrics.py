@@ -478,9 +478,11 @@ def test_metric_settings_report_all_problems_at_once():
 
 
 def test_recourse_stats_validate():
-    with pytest.raises(ValueError, match="'share_recourse' must be a float in \\[0.0, 1.0\\]"):
+    share = r"The 'share_recourse' parameter of RecourseStats must be a float in the range \[0, 1\]\. Got 1\.5 instead\."
+    with pytest.raises(ValueError, match=share):
         RecourseStats(n_recourse=1, validity=1.0, cost=0.0, iterations=1.0, share_recourse=1.5)
-    with pytest.raises(ValueError, match="'n_recourse' must be an int >= 0"):
+    count = r"The 'n_recourse' parameter of RecourseStats must be an int in the range \[0, inf\)\. Got -1 instead\."
+    with pytest.raises(ValueError, match=count):
         RecourseStats(n_recourse=-1, validity=1.0, cost=0.0, iterations=1.0, share_recourse=0.5)
 
 

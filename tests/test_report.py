@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import base64
+import html
+import logging
 import math
 import re
 import statistics
@@ -20,14 +22,25 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from polars.testing import assert_frame_equal
 import pytest
 from polars.testing import assert_frame_equal
 
 from recourse_ray.report import aggregate, build_report, coverage, final_round_table, initial_scores
 from recourse_ray.report._stats import t_critical
 from recourse_ray.report.latex import column_format, latex_cell
-from recourse_ray.store import NotAResultsDirectory, ResultsStore, rows_to_table
+from recourse_ray.store import (
+    IDENTITY_COLUMNS,
+    POLARS_SCHEMA,
+    ROW_SCHEMA,
+    NotAResultsDirectory,
+    ResultsStore,
+    identity_row,
+    rows_to_table,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+# results written by an earlier version and committed with the paper's reports
+EARLIER_RESULTS = ROOT / "reports" / "paper-real-world" / "results" / "paper-real-world-credit"
 
 SPEC = """\
 name: report-test
@@ -259,6 +272,26 @@ def test_initial_scores_average_generators_within_a_seed(results):
     assert row["std"] == pytest.approx(statistics.stdev(per_seed))
 
 
+# ---------------------------------------------------------------------------- the store
+def test_row_schema_and_identity_columns_are_one_definition():
+    assert IDENTITY_COLUMNS == ("sweep", "system_key", "dataset", "model", "generator", "seed")
+    assert ROW_SCHEMA.names[: len(IDENTITY_COLUMNS)] == list(IDENTITY_COLUMNS)
+    assert list(POLARS_SCHEMA) == ROW_SCHEMA.names
+    assert (POLARS_SCHEMA["seed"], POLARS_SCHEMA["value"], POLARS_SCHEMA["metric"]) == (pl.Int64, pl.Float64, pl.String)
+    row = identity_row(sweep="s", system_key="k", dataset="d", model="m", generator="g", seed=np.int64(3))
+    assert tuple(row) == IDENTITY_COLUMNS and row["seed"] == 3 and type(row["seed"]) is int
+
+
+def test_store_for_sweep_names_paths(tmp_path):
+    store = ResultsStore.for_sweep(tmp_path / "results", "quick")
+    assert Path(store.path) == (tmp_path / "results" / "quick").resolve()
+    assert store.sweep_name == "quick"
+    assert store.spec_uri == f"{tmp_path / 'results' / 'quick'}/sweep.yaml"
+    uri = ResultsStore.for_sweep(f"file://{tmp_path}/results/", "quick")
+    assert uri.uri == f"file://{tmp_path}/results/quick" and uri.local and uri.sweep_name == "quick"
+    assert not store.exists() and not (tmp_path / "results").exists()  # naming a store writes nothing
+
+
 # ---------------------------------------------------------------------------- coverage
 def test_coverage_lists_missing_and_failed(results):
     cov = coverage(ResultsStore(results))
@@ -268,6 +301,47 @@ def test_coverage_lists_missing_and_failed(results):
     assert failed == [FAILED]
     assert NOT_RUN in [tuple(s) for s in cov.not_run] and len(cov.not_run) == 12
     assert cov.unexpected == [] and cov.expected_seeds() == 3
+    assert cov.name == "report-test" and cov.description == "hand-made results for the report tests"
+
+
+def test_coverage_expands_the_grid_like_the_spec(results):
+    from recourse_ray import spec as spec_mod
+
+    cov = coverage(ResultsStore(results))
+    systems = spec_mod.loads(SPEC).systems()
+    assert [tuple(s) for s in cov.expected] == [(s.dataset, s.model, s.generator, s.seed) for s in systems]
+    assert cov.sweep is not None and cov.spec_problems == []
+    assert cov.order("generator") == ["generic", "revise"]
+
+
+def test_coverage_of_a_spec_this_version_cannot_read(tmp_path, caplog):
+    store = ResultsStore(tmp_path / "old")
+    store.init(SPEC.replace("  evaluate_every: 5\n", "  evaluate_every: 5\n  retired_setting: 1\n"))
+    identity = identity_row(sweep="report-test", system_key="k0", dataset="moons", model="mlp", generator="generic", seed=0)
+    rows = [{**identity, "round": 0, "metric": "f1", "scope": "performance", "value": 0.9, "p_value": None}]
+    store.write_system(identity, rows_to_table(rows), {"versions": {}})
+    with caplog.at_level(logging.WARNING, logger="recourse_ray.report._coverage"):
+        cov = coverage(store)
+    assert "retired_setting" in caplog.text and "cannot list missing systems" in caplog.text
+    assert cov.expected is None and cov.sweep is None and any("retired_setting" in p for p in cov.spec_problems)
+    assert cov.name == "old" and list(cov.committed.values()) == ["k0"]  # the directory's name
+    index = build_report(store, tmp_path / "out", trajectories=False, states=False, formats=("svg",))
+    page = index.read_text(encoding="utf-8")
+    assert "planned grid is unknown" in page and "retired_setting" in page
+
+
+@pytest.mark.skipif(not EARLIER_RESULTS.exists(), reason="the committed paper results are not in this checkout")
+def test_report_of_results_written_by_an_earlier_version(tmp_path):
+    store = ResultsStore(EARLIER_RESULTS)
+    cov = coverage(store)
+    assert cov.sweep is not None and cov.name == "paper-real-world-credit"
+    assert len(cov.expected) == 12 and len(cov.committed) == len(store.manifests()) == 12
+    assert cov.missing == [] and cov.unexpected == [] and cov.failed == {}
+    index = build_report(store, tmp_path / "out", trajectories=False, states=False, formats=("png",))
+    page = index.read_text(encoding="utf-8")
+    assert "Complete sweep: every planned system is committed." in page and 'id="ds-credit_default"' in page
+    systems = pl.read_csv(tmp_path / "out" / "systems.csv")
+    assert systems["status"].to_list() == ["committed"] * 12
 
 
 # ---------------------------------------------------------------------------- LaTeX
@@ -327,6 +401,41 @@ def test_report_html_lists_failure_and_missing_systems(report):
     assert "\u2020" in page  # significant cells are marked
     markdown = (report.parent / "report.md").read_text(encoding="utf-8")
     assert "injected failure" in markdown and "| overlapping | mlp | revise | 2 | not run |" in markdown
+
+
+def _headings_html(page: str) -> list[str]:
+    return [html.unescape(re.sub(r"<[^>]+>", "", h)) for h in re.findall(r"<h[1-6][^>]*>(.*?)</h[1-6]>", page)]
+
+
+def _headings_markdown(text: str) -> list[str]:
+    prose = re.sub(r"^(`{3,})[^\n]*\n.*?^\1\s*$", "", text, flags=re.M | re.S)  # no code blocks
+    return re.findall(r"^#{1,6} (.+)$", prose, flags=re.M)
+
+
+def _github_anchors(headings: list[str]) -> list[str]:
+    """The anchors a Markdown viewer gives these headings (GitHub: duplicates get -1, -2, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for h in headings:
+        base = re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")
+        seen[base] = seen.get(base, -1) + 1
+        out.append(base if seen[base] == 0 else f"{base}-{seen[base]}")
+    return out
+
+
+def test_markdown_and_html_have_the_same_sections(report):
+    in_html = _headings_html(report.read_text(encoding="utf-8"))
+    markdown = (report.parent / "report.md").read_text(encoding="utf-8")
+    in_markdown = _headings_markdown(markdown)
+    assert in_html == in_markdown
+    assert {"Hosts", "Run times (from the manifests)", "Undefined values (NaN)", "Seeds per cell"} <= set(in_markdown)
+    assert "| testhost | 11 |" in markdown and "| total_s | 25.5 |" in markdown
+    assert "| overlapping | logistic_regression | generic | recourse_cost | 5 | 1 | 2 |" in markdown
+    assert "RuntimeError: injected\n```" in markdown  # the traceback
+    # internal links point at headings (GitHub's anchors) or at figure files
+    anchors = set(_github_anchors(in_markdown))
+    targets = re.findall(r"\]\(#([^)]+)\)", markdown)
+    assert targets and set(targets) <= anchors
 
 
 def test_report_latex_tables(report):

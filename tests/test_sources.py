@@ -447,6 +447,15 @@ def test_info_of_a_file_that_does_not_load(tmp_path):
     assert "target column '24'" in described.error
 
 
+def test_info_on_another_directory_leaves_the_data_dir_alone(tmp_path):
+    import recourse_ray.data as rd
+
+    (tmp_path / "german_credit.csv").write_text("0,1\n1,2\n")
+    with rd.data_dir(tmp_path / "elsewhere"):
+        sources.info("german_credit", data_dir=tmp_path)  # loads through the named loader from tmp_path
+        assert rd.get_data_dir() == tmp_path / "elsewhere"
+
+
 @requires_tabular_data
 def test_info_of_the_reference_files(tabular_dir):
     described = sources.info("credit_default")
@@ -520,7 +529,7 @@ def test_cli_fetch(tmp_path, monkeypatch, capsys):
     assert main(["datasets", "fetch", "german_credt"]) == 2
     assert "Did you mean 'german_credit'" in capsys.readouterr().err
     assert main(["datasets", "fetch", "german_credit", "--timeout", "0"]) == 2
-    assert "--timeout must be > 0" in capsys.readouterr().err
+    assert "The '--timeout' parameter of recourse-ray datasets must be a number in the range (0, inf). Got 0.0 instead." in capsys.readouterr().err
     monkeypatch.setattr(sources, "_urllib_download", _downloader_serving((" ".join(["1"] * 25) + "\n").encode()))
     assert main(["datasets", "fetch", "german_credit", "--data-dir", str(tmp_path)]) == 2  # converted, but not the reference
     assert "does not match the reference copy" in capsys.readouterr().err

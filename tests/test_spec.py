@@ -34,8 +34,8 @@ def test_expands_grid_with_stable_unique_keys():
     again = spec.loads(BASE).systems()
     assert [x.key for x in systems] == [x.key for x in again]
     cons = [x for x in systems if x.generator == "conservative"][0]
-    assert cons.generator_preset == "generic"
-    assert cons.generator_overrides == {"decision_threshold": 0.9}
+    assert cons.generator_config["decision_threshold"] == 0.9
+    assert cons.create_generator().to_dict() == cons.generator_config
     assert cons.create_generator().to_dict() != spec.loads(BASE).systems()[0].create_generator().to_dict()
 
 

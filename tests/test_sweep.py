@@ -120,7 +120,7 @@ def test_changed_spec_is_refused(tiny_run):
 
 def test_failure_recorded_others_complete_and_retry(ray_session, tmp_path):
     text = SWEEP.replace("generator: [generic, greedy]", "generator: [generic, boom]").replace("seeds: 2", "seeds: 1")
-    text += "generators: {boom: {preset: generic}}\n"
+    text += "generators: {boom: {preset: generic, add_terms: [{term: 'faults:Boom'}]}}\n"
     sweep = spec_mod.loads(text)
     root = tmp_path / "tiny"
     outcome = run_sweep(sweep, str(root), progress=False)
@@ -144,8 +144,8 @@ def test_failure_recorded_others_complete_and_retry(ray_session, tmp_path):
 
 def test_timeout_cancels_and_records(ray_session, tmp_path):
     text = SWEEP.replace("seeds: 2", "seeds: 1").replace("model: [logistic_regression, mlp]", "model: [mlp]")
-    text = text.replace("generator: [generic, greedy]", "generator: [generic]")
-    text = text.replace("rounds: 3, evaluate_every: 2, retrain_epochs: 2", "rounds: 200, evaluate_every: 1, retrain_epochs: 2")
+    text = text.replace("generator: [generic, greedy]", "generator: [stuck]")
+    text += "generators: {stuck: {preset: generic, add_terms: [{term: 'faults:Hang'}]}}\n"
     text += "timeout_s: 2\n"
     outcome = run_sweep(spec_mod.loads(text), str(tmp_path / "t"), progress=False)
     assert outcome.exit_code == 1

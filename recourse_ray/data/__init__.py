@@ -3,12 +3,16 @@
 ``load(name, seed=..., n_samples=..., **options)`` is how the simulation and sweep files
 obtain data; ``names()`` lists what can be loaded; ``register(name)`` adds a loader
 (a function ``(*, seed, n_samples=None, **options) -> Dataset``).
+
+The directory the real-world CSVs are read from is ``get_data_dir()``; change it with
+``set_data_dir(path)``, or for a block of code with ``with data_dir(path): ...``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +28,9 @@ __all__ = [
     "register",
     "load",
     "names",
-    "data_dir",
+    "get_data_dir",
     "set_data_dir",
+    "data_dir",
     "synthetic",
     "tabular",
     "sources",
@@ -66,16 +71,16 @@ def load(name: str, /, *, seed: int | np.random.Generator, n_samples: int | None
 
 
 def set_data_dir(path: str | os.PathLike | None) -> None:
-    """Set the directory holding the tabular CSVs (overrides ``RECOURSE_RAY_DATA``)."""
+    """Set the directory holding the tabular CSVs (overrides ``RECOURSE_RAY_DATA``); None undoes it."""
     global _data_dir_override
     _data_dir_override = None if path is None else Path(path)
 
 
-def data_dir() -> Path:
+def get_data_dir() -> Path:
     """The directory searched for tabular CSVs.
 
-    Order: ``set_data_dir``, the ``RECOURSE_RAY_DATA`` environment variable, then
-    ``~/.cache/recourse_ray/data``.
+    Order: ``set_data_dir`` (or an enclosing ``data_dir(path)`` block), the
+    ``RECOURSE_RAY_DATA`` environment variable, then ``~/.cache/recourse_ray/data``.
     """
     if _data_dir_override is not None:
         return _data_dir_override
@@ -83,6 +88,21 @@ def data_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "recourse_ray" / "data"
+
+
+@contextmanager
+def data_dir(path: str | os.PathLike | None) -> Iterator[Path]:
+    """Use ``path`` as the data directory inside a ``with`` block, then restore the previous setting.
+
+    ``with data_dir(tmp): load("gmsc", seed=0)``. ``None`` means the environment variable
+    or the default for the block. Yields the directory in effect (``get_data_dir()``).
+    """
+    previous = _data_dir_override
+    set_data_dir(path)
+    try:
+        yield get_data_dir()
+    finally:
+        set_data_dir(previous)
 
 
 def _synthetic_loader(fn: Callable[..., Dataset]) -> Loader:

@@ -2,7 +2,8 @@
 
 Loaders (``synthetic.py``, ``tabular.py``) produce a ``Dataset``; the simulation splits it
 into train/test with :meth:`Dataset.split`, which also standardises the continuous
-columns with statistics fitted on the training rows only.
+columns with statistics fitted on the training rows only. A dataset may carry a given
+split (``given_test``, e.g. a CSV's ``split`` column), which ``split`` then honours as is.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from recourse_ray._config import check_real
 from recourse_ray._rng import as_rng
 
 __all__ = ["Dataset", "Standardizer"]
@@ -58,6 +60,11 @@ class Dataset:
         standardize: whether ``split`` z-scores the continuous columns by default
             (True for tabular data, False for the synthetic 2-D sets, as in the study).
         source: a short human-readable provenance string.
+        given_test: (n_samples,) bool or None; a given train/test assignment (True marks
+            a test row), which ``split`` uses instead of drawing one. None (the default):
+            ``split`` draws a stratified random split.
+        standardizer: the z-scoring fitted by ``split`` (None before splitting or when
+            not standardised).
     """
 
     X: np.ndarray
@@ -67,6 +74,7 @@ class Dataset:
     continuous: np.ndarray | None = None
     standardize: bool = False
     source: str = ""
+    given_test: np.ndarray | None = field(default=None, compare=False)
     standardizer: Standardizer | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +91,11 @@ class Dataset:
             problems.append(f"feature_names has {len(self.feature_names)} names for {X.shape[1]} columns")
         if X.size and not np.isfinite(X).all():
             problems.append("X contains NaN or infinite values")
+        given_test = None if self.given_test is None else np.asarray(self.given_test)
+        if given_test is not None and (given_test.dtype != bool or given_test.shape != y.shape):
+            problems.append(
+                f"given_test must be a bool array with one entry per row; got {given_test.dtype} of shape {given_test.shape}"
+            )
         if problems:
             raise ValueError(f"Invalid dataset {self.name!r}: " + "; ".join(problems) + ".")
         continuous = (
@@ -92,6 +105,7 @@ class Dataset:
         object.__setattr__(self, "y", y.astype(np.int64))
         object.__setattr__(self, "feature_names", tuple(self.feature_names))
         object.__setattr__(self, "continuous", continuous)
+        object.__setattr__(self, "given_test", given_test)
 
     @property
     def n_samples(self) -> int:
@@ -107,8 +121,9 @@ class Dataset:
         return self.n_samples - n1, n1
 
     def subset(self, index: np.ndarray) -> "Dataset":
-        """The rows selected by ``index`` (integer or boolean array)."""
-        return replace(self, X=self.X[index], y=self.y[index])
+        """The rows selected by ``index`` (integer or boolean array), with their part of ``given_test``."""
+        given_test = None if self.given_test is None else self.given_test[index]
+        return replace(self, X=self.X[index], y=self.y[index], given_test=given_test)
 
     def with_data(self, X: np.ndarray, y: np.ndarray) -> "Dataset":
         """A copy with new features and labels and the same metadata."""
@@ -121,10 +136,13 @@ class Dataset:
         seed: int | np.random.Generator,
         standardize: bool | None = None,
     ) -> tuple["Dataset", "Dataset"]:
-        """Stratified train/test split.
+        """Train/test split: the given one (``given_test``), else a stratified random one.
 
-        Each class is shuffled and ``round(test_size * n_class)`` of its rows go to the
-        test split, so both splits keep the class balance.
+        With a given split, its training and test rows are returned as they are, in
+        their order; ``test_size`` and ``seed`` are then not used (``test_size`` is
+        still checked). Otherwise each class is shuffled and ``round(test_size *
+        n_class)`` of its rows go to the test split, so both splits keep the class
+        balance; the rows of each split keep their order.
 
         Args:
             test_size: share of rows in the test split, in (0, 1).
@@ -133,13 +151,36 @@ class Dataset:
                 split (applied to both splits); defaults to ``self.standardize``.
 
         Returns:
-            (train, test); when standardised, both carry the fitted ``standardizer``.
+            (train, test), without ``given_test``; when standardised, both carry the
+            fitted ``standardizer``.
+
+        Raises:
+            ValueError: a ``test_size`` outside (0, 1), or a given split without
+                training or test rows.
         """
-        if not (isinstance(test_size, (int, float)) and 0.0 < float(test_size) < 1.0):
-            raise ValueError(
-                f"The 'test_size' parameter of Dataset.split must be a float in the range (0, 1). Got {test_size!r} instead."
-            )
+        problem = check_real(test_size, "test_size", "Dataset.split", 0, 1, low_open=True, high_open=True)
+        if problem:
+            raise ValueError(problem)
         rng = as_rng(seed)
+        if self.given_test is None:
+            train_rows, test_rows = self._stratified_rows(test_size, rng)
+        else:
+            train_rows, test_rows = np.flatnonzero(~self.given_test), np.flatnonzero(self.given_test)
+            if not (train_rows.size and test_rows.size):
+                raise ValueError(
+                    f"The given split of dataset {self.name!r} has {train_rows.size} training and {test_rows.size} "
+                    "test rows; both must be non-empty."
+                )
+        train = replace(self.subset(train_rows), given_test=None)
+        test = replace(self.subset(test_rows), given_test=None)
+        if self.standardize if standardize is None else standardize:
+            scaler = Standardizer.fit(train.X, self.continuous)
+            train = replace(train, X=scaler.transform(train.X), standardizer=scaler)
+            test = replace(test, X=scaler.transform(test.X), standardizer=scaler)
+        return train, test
+
+    def _stratified_rows(self, test_size: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, test rows), each sorted: ``round(test_size * n_class)`` test rows per class."""
         train_idx, test_idx = [], []
         for label in (0, 1):
             rows = np.flatnonzero(self.y == label)
@@ -147,14 +188,7 @@ class Dataset:
             n_test = int(round(test_size * rows.size))
             test_idx.append(rows[:n_test])
             train_idx.append(rows[n_test:])
-        train_rows = np.sort(np.concatenate(train_idx))
-        test_rows = np.sort(np.concatenate(test_idx))
-        train, test = self.subset(train_rows), self.subset(test_rows)
-        if self.standardize if standardize is None else standardize:
-            scaler = Standardizer.fit(train.X, self.continuous)
-            train = replace(train, X=scaler.transform(train.X), standardizer=scaler)
-            test = replace(test, X=scaler.transform(test.X), standardizer=scaler)
-        return train, test
+        return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
 
     def __repr__(self) -> str:
         n0, n1 = self.class_counts()

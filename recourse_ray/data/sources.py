@@ -1,7 +1,7 @@
 """Where the real-world CSVs come from, and how they get into the data directory.
 
 Sits in front of :mod:`recourse_ray.data.tabular`: the named loaders read
-``data_dir() / FILES[name]``; this module puts that file there. Each dataset has a
+``get_data_dir() / FILES[name]``; this module puts that file there. Each dataset has a
 :class:`Source` (canonical public page, direct download if there is one, the expected
 file name and its SHA-256, and a converter from the raw download to our CSV layout).
 
@@ -34,15 +34,16 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recourse_ray import data as _data
+from recourse_ray._config import check_real
 from recourse_ray._registry import is_import_path, suggest
 from recourse_ray._rng import as_rng
 from recourse_ray.data.tabular import FILES
@@ -398,17 +399,17 @@ def _floats(cells: list[str], n: int, number: int, what: str) -> list[float]:
 SOURCES: dict[str, Source] = {}
 
 
-def _add(entry: Source) -> None:
-    if entry.name in SOURCES:
-        raise ValueError(f"The data source {entry.name!r} is already registered.")
-    if entry.file_name != FILES.get(entry.name):
-        raise ValueError(f"The data source {entry.name!r} must install {FILES.get(entry.name)!r}, the file its loader reads.")
-    SOURCES[entry.name] = entry
+def _add(name: str, **recipe: Any) -> None:
+    """Register the :class:`Source` of ``name``; it installs ``FILES[name]``, the file its loader reads."""
+    if name in SOURCES:
+        raise ValueError(f"The data source {name!r} is already registered.")
+    if name not in FILES:
+        raise ValueError(f"The data source {name!r} has no loader file; add it to recourse_ray.data.tabular.FILES.")
+    SOURCES[name] = Source(name=name, file_name=FILES[name], **recipe)
 
 
-_add(Source(
-    name="california_housing",
-    file_name=FILES["california_housing"],
+_add(
+    "california_housing",
     sha256="d77e47abf8adbf425f82dd80ebc02dc6a30dc6e9525fa1ee9076789647cba2bf",
     header=_CALIFORNIA_HEADER,
     page="https://www.dcc.fc.up.pt/~ltorgo/Regression/cal_housing.html",
@@ -417,10 +418,9 @@ _add(Source(
     description="California Housing, 1990 US census block groups (Pace & Barry 1997; StatLib archive as served "
     "by scikit-learn): 20,640 rows, 8 features, median house value in 100k USD",
     convert=convert_california_housing,
-))
-_add(Source(
-    name="credit_default",
-    file_name=FILES["credit_default"],
+)
+_add(
+    "credit_default",
     sha256="a0f0ab49d6326671d6cd83be5c88dcf18007025fe9a53ecd699119c871176ca1",
     header=_CREDIT_HEADER,
     page="https://archive.ics.uci.edu/dataset/350/default+of+credit+card+clients",
@@ -437,10 +437,9 @@ _add(Source(
         "  recourse-ray datasets import credit_default default_of_credit_card_clients.csv\n"
         "which converts it to {file_name} in the data directory {data_dir}."
     ),
-))
-_add(Source(
-    name="gmsc",
-    file_name=FILES["gmsc"],
+)
+_add(
+    "gmsc",
     sha256="e00a2463dcceb90a0ac6ea37044750f417ebe62f51380a9bc75d6e08fd43e0f4",
     header=_GMSC_HEADER,
     page="https://www.kaggle.com/c/GiveMeSomeCredit/data",
@@ -458,10 +457,9 @@ _add(Source(
         "differs from the reference copy's, so its checksum cannot match). A copy of the reference "
         "{file_name} imports without --force."
     ),
-))
-_add(Source(
-    name="german_credit",
-    file_name=FILES["german_credit"],
+)
+_add(
+    "german_credit",
     sha256="a46948f1eb106b90d7550d2251ed709a54d6b27fb3d2e23c4c3aede0d815fbef",
     header=",".join(str(i) for i in range(25)),
     page="https://archive.ics.uci.edu/dataset/144/statlog+german+credit+data",
@@ -470,7 +468,7 @@ _add(Source(
     description="Statlog German Credit, numeric variant (Hofmann 1994; UCI): 1,000 rows, 24 integer-coded "
     "features, good / bad credit (700 / 300)",
     convert=convert_german_credit,
-))
+)
 
 
 def source(name: str) -> Source:
@@ -531,23 +529,12 @@ class Installed:
 
 
 def _resolve_dir(data_dir: str | os.PathLike | None) -> Path:
-    return _data.data_dir() if data_dir is None else Path(data_dir).expanduser()
-
-
-@contextmanager
-def _reading_from(directory: Path) -> Iterator[None]:
-    """Point the named loaders at ``directory`` for a moment (restoring the previous setting)."""
-    previous = _data._data_dir_override
-    _data.set_data_dir(directory)
-    try:
-        yield
-    finally:
-        _data._data_dir_override = previous
+    return _data.get_data_dir() if data_dir is None else Path(data_dir).expanduser()
 
 
 def _load_unbalanced(name: str, directory: Path) -> _data.Dataset:
     """The named loader on ``directory``, all rows kept (no balancing)."""
-    with _reading_from(directory):
+    with _data.data_dir(directory):
         return _data.load(name, seed=0, balance=False)
 
 
@@ -654,7 +641,7 @@ def fetch(
 
     Args:
         name: a dataset with a direct download (``california_housing``, ``german_credit``).
-        data_dir: where to install; defaults to :func:`recourse_ray.data.data_dir`.
+        data_dir: where to install; defaults to :func:`recourse_ray.data.get_data_dir`.
         timeout: seconds to wait for the server (connection and each read).
         force: install a result whose checksum differs (it must still load) and replace
             a different existing file (kept as a ``.bak``).
@@ -680,8 +667,9 @@ def fetch(
     dest = directory / src.file_name
     if not force and dest.is_file() and sha256_of(dest) == src.sha256:
         return Installed(name=src.name, path=dest, sha256=src.sha256, checksum_ok=True, action="unchanged", origin=str(dest))
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"The 'timeout' parameter of fetch must be a number in the range (0, inf). Got {timeout!r} instead.")
+    problem = check_real(timeout, "timeout", "fetch", 0, low_open=True, kind="a number")
+    if problem:
+        raise ValueError(problem)
     download = _urllib_download if downloader is None else downloader
     with tempfile.TemporaryDirectory(prefix="recourse-ray-fetch-") as tmp:
         raw_path = Path(tmp) / src.raw_name
@@ -726,7 +714,7 @@ def import_file(
     Args:
         name: a real-world dataset (see :data:`SOURCES`).
         path: the local file.
-        data_dir: where to install; defaults to :func:`recourse_ray.data.data_dir`.
+        data_dir: where to install; defaults to :func:`recourse_ray.data.get_data_dir`.
         force: install a file whose checksum differs from the reference copy (it must
             still load through the named loader) and replace a different existing file
             (kept as ``<file>.<sha256 prefix>.bak``).

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from recourse_ray._config import check_int, check_real
 from recourse_ray._rng import as_rng
 from recourse_ray.data._dataset import Dataset
 
 __all__ = ["blobs", "overlapping", "linearly_separable", "circles", "moons"]
 
 
-def _check_n(n_samples: object, fn: str) -> int:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
-        raise ValueError(f"The 'n_samples' parameter of {fn} must be an int in the range [2, inf). Got {n_samples!r} instead.")
-    return int(n_samples)
-
-
-def _check_nonneg(value: object, param: str, fn: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value >= 0:
-        raise ValueError(f"The '{param}' parameter of {fn} must be a float in the range [0, inf). Got {value!r} instead.")
-    return float(value)
+def _raise_problems(*problems: str | None) -> None:
+    """Raise one ValueError listing every problem found (None entries are checks that passed)."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError(" ".join(found))
 
 
 def _shuffle(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -60,10 +56,12 @@ def blobs(
         Dataset with X (n_samples, n_features) float32 and y (n_samples,).
     """
     rng = as_rng(seed)
-    n_samples = _check_n(n_samples, "blobs")
-    std = _check_nonneg(std, "std", "blobs")
-    if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
-        raise ValueError(f"The 'n_features' parameter of blobs must be an int in the range [1, inf). Got {n_features!r} instead.")
+    _raise_problems(
+        check_int(n_samples, "n_samples", "blobs", 2),
+        check_real(std, "std", "blobs", 0),
+        check_int(n_features, "n_features", "blobs", 1),
+    )
+    n_samples, std = int(n_samples), float(std)
     low, high = center_box
     centres = rng.uniform(low, high, size=(2, n_features))
     sizes = _class_sizes(n_samples)
@@ -94,10 +92,12 @@ def circles(
         factor: inner radius relative to the outer one, in [0, 1).
     """
     rng = as_rng(seed)
-    n_samples = _check_n(n_samples, "circles")
-    noise = _check_nonneg(noise, "noise", "circles")
-    if not (isinstance(factor, (int, float)) and 0 <= factor < 1):
-        raise ValueError(f"The 'factor' parameter of circles must be a float in the range [0, 1). Got {factor!r} instead.")
+    _raise_problems(
+        check_int(n_samples, "n_samples", "circles", 2),
+        check_real(noise, "noise", "circles", 0),
+        check_real(factor, "factor", "circles", 0, 1, high_open=True),
+    )
+    n_samples, noise = int(n_samples), float(noise)
     n_out, n_in = _class_sizes(n_samples)
     t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
     t_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
@@ -116,8 +116,8 @@ def moons(n_samples: int = 1000, *, seed: int | np.random.Generator, noise: floa
         noise: standard deviation of the Gaussian noise added to every coordinate.
     """
     rng = as_rng(seed)
-    n_samples = _check_n(n_samples, "moons")
-    noise = _check_nonneg(noise, "noise", "moons")
+    _raise_problems(check_int(n_samples, "n_samples", "moons", 2), check_real(noise, "noise", "moons", 0))
+    n_samples, noise = int(n_samples), float(noise)
     n_up, n_down = _class_sizes(n_samples)
     t_up = np.linspace(0, np.pi, n_up)
     t_down = np.linspace(0, np.pi, n_down)

@@ -4,11 +4,13 @@ Sits between the files on disk and :class:`~recourse_ray.data.Dataset`. ``load_c
 applies the preprocessing of Altmeyer et al. (SaTML 2023) to any CSV with a target
 column: binarise/flip the target, drop columns, drop rows with missing values, one-hot
 encode categorical columns, undersample to balanced classes and draw a random subsample.
-Z-scoring is *not* done here: the returned Dataset has ``standardize=True`` and
-:meth:`Dataset.split` fits the statistics on the training rows only.
+Z-scoring is *not* done here: the returned Dataset has ``standardize=True`` (unless
+``standardize=False``) and :meth:`Dataset.split` fits the statistics on the training rows
+only. A ``split_column`` of ``train`` / ``test`` values is carried as the Dataset's
+``given_test``, which :meth:`Dataset.split` then uses as is (reference-compatible runs).
 
 The named loaders (``california_housing``, ``credit_default``, ``gmsc``,
-``german_credit``) read their file from :func:`recourse_ray.data.data_dir`; the ``csv``
+``german_credit``) read their file from :func:`recourse_ray.data.get_data_dir`; the ``csv``
 loader reads a user file (``load("csv", path=..., target=..., seed=...)``).
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from recourse_ray import data as _data
+from recourse_ray._config import is_int, is_real, param_message
 from recourse_ray._registry import suggest
 from recourse_ray._rng import as_rng
 from recourse_ray.data._dataset import Dataset
@@ -36,6 +40,7 @@ __all__ = [
     "german_credit",
     "csv",
     "MISSING_VALUES",
+    "SPLIT_VALUES",
     "FILES",
 ]
 
@@ -43,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 #: Cell contents read as missing (the row is then dropped).
 MISSING_VALUES: tuple[str, ...] = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "?")
+
+#: The values a split column (``load_csv(split_column=...)``) may hold.
+SPLIT_VALUES: tuple[str, ...] = ("train", "test")
 
 #: File name of each named dataset inside the data directory.
 FILES: dict[str, str] = {
@@ -65,20 +73,19 @@ def _names(value: str | Iterable[str] | None, param: str) -> tuple[str, ...]:
     """Normalise a column-name option (a single name or a sequence) to a tuple of str."""
     if value is None:
         return ()
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
+    if isinstance(value, str) or is_int(value):
         return (str(value),)
     try:
         return tuple(str(v) for v in value)
     except TypeError:
         raise TypeError(
-            f"The {param!r} parameter of load_csv must be a column name or a sequence of column names. "
-            f"Got {value!r} instead."
+            param_message(param, "load_csv", "a column name or a sequence of column names", value)
         ) from None
 
 
 def _missing_file_message(path: Path) -> str:
     return (
-        f"Data file not found: {path}. The data directory is {_data.data_dir()}; set it with "
+        f"Data file not found: {path}. The data directory is {_data.get_data_dir()}; set it with "
         "recourse_ray.data.set_data_dir(...) or the RECOURSE_RAY_DATA environment variable "
         "(see docs/data.md)."
     )
@@ -122,9 +129,8 @@ def _binarise_target(
         problems.append("pass either 'positive' or 'threshold', not both")
         return None
     if threshold is not None:
-        is_number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
-        if not (is_number or threshold == "median"):
-            problems.append(f"'threshold' must be a number or 'median'; got {threshold!r}")
+        if not (is_real(threshold) or threshold == "median"):
+            problems.append(param_message("threshold", "load_csv", "a number or 'median'", threshold))
             return None
         if numbers is None:
             problems.append(f"'threshold' needs a numeric target, but column {name!r} holds text")
@@ -155,7 +161,7 @@ def _resolve_path(path: str | os.PathLike) -> Path:
     """``path`` as given; a relative path that does not exist is also tried inside the data directory."""
     candidate = Path(path).expanduser()
     if not candidate.exists() and not candidate.is_absolute():
-        in_data_dir = _data.data_dir() / candidate
+        in_data_dir = _data.get_data_dir() / candidate
         if in_data_dir.exists():
             return in_data_dir
     return candidate
@@ -164,12 +170,216 @@ def _resolve_path(path: str | os.PathLike) -> Path:
 def _check_n_samples(n_samples: object) -> int | None:
     if n_samples is None:
         return None
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
-        raise ValueError(
-            f"The 'n_samples' parameter of load_csv must be an int in the range [2, inf) or None. "
-            f"Got {n_samples!r} instead."
-        )
+    if not (is_int(n_samples) and n_samples >= 2):
+        raise ValueError(param_message("n_samples", "load_csv", "an int in the range [2, inf) or None", n_samples))
     return int(n_samples)
+
+
+def _column_name(value: object, param: str, *, optional: bool = False) -> str | None:
+    """A single column-name option (``target``, ``split_column``) as str; None stays None when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str) or is_int(value):
+        return str(value)
+    expected = "a column name (str) or None" if optional else "a column name (str)"
+    raise TypeError(param_message(param, "load_csv", expected, value))
+
+
+def _read_frame(file: Path, name: str, missing_values: Sequence[str]) -> pl.DataFrame:
+    """Every cell of ``file`` as text (None where missing); raises for a missing, empty or unparsable file."""
+    if not file.is_file():
+        raise ValueError(f"Cannot load dataset {name!r}: {_missing_file_message(file)}")
+    if file.stat().st_size == 0:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).")
+    try:
+        # Every cell is read as text and converted below: full-file schema inference is
+        # slow, and per-column inference from a prefix fails on values like "1e+05".
+        return pl.read_csv(file, null_values=list(missing_values), infer_schema=False)
+    except pl.exceptions.NoDataError:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).") from None
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file could not be parsed as CSV ({err}).") from None
+
+
+def _check_columns(
+    frame: pl.DataFrame,
+    *,
+    target: str,
+    drop: tuple[str, ...],
+    categorical: tuple[str, ...],
+    split_column: str | None,
+    problems: _Problems,
+) -> None:
+    """Record the problems with the named columns: absent, or given two roles."""
+    columns = frame.columns
+    if frame.height == 0:
+        problems.append("the file has a header but no data rows")
+    if target not in columns:
+        problems.append(
+            f"the target column {target!r} is not in the file.{suggest(target, columns)} "
+            f"Available columns: {', '.join(columns)}"
+        )
+    for param, wanted in (("drop", drop), ("categorical", categorical)):
+        for col in wanted:
+            if col not in columns:
+                problems.append(f"the {param} column {col!r} is not in the file.{suggest(col, columns)}")
+            elif col == target:
+                problems.append(f"the target column {target!r} cannot also be a {param} column")
+            elif col == split_column:
+                problems.append(f"the split column {col!r} cannot also be a {param} column")
+    if split_column is not None:
+        if split_column not in columns:
+            problems.append(f"the split column {split_column!r} is not in the file.{suggest(split_column, columns)}")
+        elif split_column == target:
+            problems.append(f"the target column {target!r} cannot also be the split column")
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """The table's cells, whitespace-trimmed, as text and as numbers.
+
+    Attributes:
+        text: every cell as str, None where missing.
+        numbers: every cell as Float64, null where missing or not a number.
+        is_numeric: per column, whether every non-missing cell is a number.
+    """
+
+    text: pl.DataFrame
+    numbers: pl.DataFrame
+    is_numeric: dict[str, bool]
+
+    @classmethod
+    def parse(cls, frame: pl.DataFrame) -> "_Cells":
+        text = frame.with_columns(pl.all().str.strip_chars())
+        numbers = text.select(pl.all().cast(pl.Float64, strict=False))
+        is_numeric = {c: numbers[c].null_count() == text[c].null_count() for c in text.columns}
+        return cls(text=text, numbers=numbers, is_numeric=is_numeric)
+
+    def filter(self, keep: np.ndarray) -> "_Cells":
+        """The rows where ``keep`` (n_rows,) bool is True."""
+        mask = pl.Series(keep)
+        return _Cells(text=self.text.filter(mask), numbers=self.numbers.filter(mask), is_numeric=self.is_numeric)
+
+    def without(self, column: str) -> "_Cells":
+        """The cells of every column but ``column``."""
+        rest = {c: v for c, v in self.is_numeric.items() if c != column}
+        return _Cells(text=self.text.drop(column), numbers=self.numbers.drop(column), is_numeric=rest)
+
+    def values(self, column: str) -> np.ndarray:
+        """(n_rows,) float64 for a numeric column, str otherwise."""
+        if self.is_numeric[column]:
+            return self.numbers[column].to_numpy()
+        return self.text[column].to_numpy().astype(str)
+
+
+def _check_numeric(cells: _Cells, features: list[str], categorical: tuple[str, ...], problems: _Problems) -> None:
+    """Record the text columns that are not declared categorical, each with an example cell."""
+    non_numeric = [c for c in features if c not in categorical and not cells.is_numeric[c]]
+    if non_numeric:
+        described = []
+        for c in non_numeric:
+            bad = cells.text[c].filter(cells.text[c].is_not_null() & cells.numbers[c].is_null())
+            described.append(f"{c!r} (e.g. {bad[0]!r})")
+        problems.append(
+            f"non-numeric columns {', '.join(described)}: list them in 'categorical' to one-hot encode them, "
+            "or in 'drop' to remove them"
+        )
+
+
+def _given_test_rows(cells: _Cells, split_column: str, problems: _Problems) -> np.ndarray | None:
+    """(n_rows,) bool, True for the rows the split column marks ``test``; None after recording a problem."""
+    column = cells.text[split_column]
+    known = column.is_in(list(SPLIT_VALUES)).fill_null(False).to_numpy()
+    if known.all():
+        return (column == "test").to_numpy()
+    bad = ["(missing)" if v is None else repr(v) for v in column.filter(pl.Series(~known)).to_list()]
+    counts = {v: bad.count(v) for v in dict.fromkeys(bad)}
+    shown = ", ".join(f"{v} ({n} row{'' if n == 1 else 's'})" for v, n in list(counts.items())[:6])
+    first = int(np.flatnonzero(~known)[0]) + 1
+    problems.append(
+        f"the split column {split_column!r} must hold 'train' or 'test' in every row, but has {shown}"
+        f"{' ...' if len(counts) > 6 else ''} (first in data row {first})"
+    )
+    return None
+
+
+def _drop_missing_rows(cells: _Cells, name: str, problems: _Problems, file: Path) -> tuple[_Cells, np.ndarray | None]:
+    """Drop every row with a missing cell, or NaN in a numeric column; returns (rows kept, keep mask or None)."""
+    missing_cells = cells.text.select(pl.all().is_null()).to_numpy()
+    columns = cells.text.columns
+    numeric_cols = [j for j, c in enumerate(columns) if cells.is_numeric[c]]
+    if numeric_cols:
+        missing_cells[:, numeric_cols] |= np.isnan(cells.numbers.select(columns[j] for j in numeric_cols).to_numpy())
+    missing = missing_cells.any(axis=1)
+    if not missing.any():
+        return cells, None
+    logger.info("%s: dropped %d of %d rows with missing values", name, int(missing.sum()), cells.text.height)
+    if missing.all():
+        per_column = dict(zip(columns, missing_cells.sum(axis=0).tolist()))
+        shown = ", ".join(f"{c!r} ({n})" for c, n in sorted(per_column.items(), key=lambda kv: -kv[1])[:8] if n)
+        problems.append(f"every row has a missing value (missing cells per column: {shown})")
+        problems.raise_if_any(name, file)
+    return cells.filter(~missing), ~missing
+
+
+def _labels(
+    cells: _Cells, target: str, *, positive: Any, threshold: Any, flip: bool, problems: _Problems
+) -> np.ndarray | None:
+    """(n_rows,) int64 labels in {0, 1}, binarised and flipped; None after recording a problem."""
+    y = _binarise_target(
+        target,
+        cells.text[target].to_numpy().astype(str),
+        cells.numbers[target].to_numpy() if cells.is_numeric[target] else None,
+        positive=positive,
+        threshold=threshold,
+        problems=problems,
+    )
+    if y is None:
+        return None
+    if flip:
+        y = 1 - y
+    n1 = int(y.sum())
+    if n1 in (0, y.size):
+        problems.append(
+            f"the target {target!r} has a single class after preprocessing (all {y.size} rows are "
+            f"{int(n1 > 0)}); a binary classification dataset needs both classes"
+        )
+    return y
+
+
+def _encode_features(
+    cells: _Cells, features: list[str], categorical: tuple[str, ...]
+) -> tuple[np.ndarray, list[str], list[bool]]:
+    """(X (n_rows, n_features), feature names, continuous flags): numeric columns as they are, categorical one-hot."""
+    blocks: list[np.ndarray] = []
+    feature_names: list[str] = []
+    continuous: list[bool] = []
+    for col in features:
+        if col in categorical:
+            # Numeric codes sort as numbers (2 before 10), text as text.
+            onehot, categories = _one_hot(cells.values(col))
+            blocks.append(onehot)
+            feature_names.extend(f"{col}={_category_label(v)}" for v in categories)
+            continuous.extend([False] * len(categories))
+        else:
+            blocks.append(cells.numbers[col].to_numpy().reshape(-1, 1))
+            feature_names.append(col)
+            continuous.append(True)
+    return np.concatenate(blocks, axis=1), feature_names, continuous
+
+
+def _check_features(X: np.ndarray, feature_names: list[str], max_features: int, problems: _Problems) -> None:
+    finite = np.isfinite(X)
+    if not finite.all():
+        bad_cols = [feature_names[j] for j in np.flatnonzero(~finite.all(axis=0))]
+        problems.append(f"infinite values in columns {', '.join(map(repr, bad_cols))}")
+    # A very wide file is almost always a mistake (an ID or free-text column one-hot
+    # encoded, a transposed table); the classifiers and metrics would crawl on it.
+    if len(feature_names) > max_features:
+        problems.append(
+            f"{len(feature_names)} feature columns after one-hot encoding, more than max_features={max_features}; "
+            "drop columns (or raise max_features if this is intended)"
+        )
 
 
 def _select_rows(
@@ -205,6 +415,27 @@ def _select_rows(
     return np.sort(rng.permutation(y.size)[:n_samples])
 
 
+def _check_given_split(
+    given_test: np.ndarray, y: np.ndarray, *, split_column: str, n_samples: int | None, balance: bool,
+    problems: _Problems,
+) -> None:
+    """Record why the given split cannot be used as is: no train or test rows, or rows to drop."""
+    for part, rows in (("train", ~given_test), ("test", given_test)):
+        if not rows.any():
+            problems.append(f"the split column {split_column!r} leaves no {part!r} rows after preprocessing")
+    if n_samples is not None:
+        problems.append(
+            f"n_samples={n_samples} cannot be combined with split_column={split_column!r}: the given split is used "
+            "as is (every row, in file order); leave n_samples unset"
+        )
+    counts = np.bincount(y, minlength=2)
+    if balance and counts[0] != counts[1]:
+        problems.append(
+            f"balance=True would drop rows from the given split (the classes have {counts[0]} and {counts[1]} rows); "
+            "pass balance=False to use the split as given"
+        )
+
+
 def load_csv(
     path: str | os.PathLike,
     *,
@@ -221,6 +452,8 @@ def load_csv(
     missing_values: Sequence[str] = MISSING_VALUES,
     source: str | None = None,
     max_features: int = 1000,
+    split_column: str | None = None,
+    standardize: bool = True,
 ) -> Dataset:
     """Load a CSV with a binary (or binarisable) target and apply the study's preprocessing.
 
@@ -232,12 +465,20 @@ def load_csv(
     draw ``n_samples`` rows at random. Rows keep their file order. All randomness comes
     from one numpy Generator made from ``seed``.
 
-    Features are *not* standardised here: the Dataset has ``standardize=True`` and
-    :meth:`Dataset.split` z-scores the continuous columns with training statistics.
+    Features are *not* standardised here: the Dataset has ``standardize=True`` (unless
+    ``standardize=False``) and :meth:`Dataset.split` z-scores the continuous columns
+    with training statistics.
+
+    With ``split_column``, that column (``train`` / ``test`` in every row) is the
+    train/test assignment: it is not a feature, the Dataset carries it as
+    ``given_test``, and :meth:`Dataset.split` returns exactly those rows in file order
+    (z-scoring, if on, fitted on the given training rows). No row of a given split is
+    dropped by sampling: ``n_samples`` must be None, and ``balance`` is an error
+    unless the classes are already equal (pass ``balance=False``).
 
     Args:
         path: the CSV file (header row required). A relative path that does not exist
-            is also looked up inside :func:`recourse_ray.data.data_dir`.
+            is also looked up inside :func:`recourse_ray.data.get_data_dir`.
         target: name of the target column.
         seed: int or numpy Generator driving balancing and subsampling.
         n_samples: rows to return; None keeps every row left after balancing. With
@@ -255,139 +496,66 @@ def load_csv(
         source: provenance string stored in the Dataset; defaults to the file path.
         max_features: the most feature columns (after one-hot encoding) accepted; a wider
             file is refused as a likely mistake.
+        split_column: a column holding ``train`` or ``test`` in every row, used as the
+            train/test split; None (default): ``Dataset.split`` draws a random one.
+        standardize: whether :meth:`Dataset.split` z-scores the continuous columns by
+            default (False for data already in the units the model should see).
 
     Returns:
         Dataset with X (n_rows, n_features) float32, y (n_rows,) in {0, 1},
-        ``continuous`` False for one-hot columns, ``standardize=True``.
+        ``continuous`` False for one-hot columns, ``standardize`` as given and
+        ``given_test`` (n_rows,) bool with ``split_column`` (else None).
 
     Raises:
         ValueError: listing every problem found: missing or empty file, unknown target,
-            ``drop`` or ``categorical`` column, non-numeric columns not declared
+            ``drop``, ``categorical`` or split column, non-numeric columns not declared
             categorical, a single-class target, NaN/inf left after dropping missing rows,
-            too few rows for ``n_samples``.
+            too few rows for ``n_samples``, split values other than ``train``/``test``,
+            a split without training or test rows, a split combined with sampling.
+        TypeError: a column option that is not a column name, a non-bool ``standardize``.
     """
     rng = as_rng(seed)
     n_samples = _check_n_samples(n_samples)
-    if not isinstance(target, (str, int)) or isinstance(target, bool):
-        raise TypeError(f"The 'target' parameter of load_csv must be a column name (str). Got {target!r} instead.")
-    target = str(target)
+    target = _column_name(target, "target")
+    split_column = _column_name(split_column, "split_column", optional=True)
+    if not isinstance(standardize, (bool, np.bool_)):
+        raise TypeError(param_message("standardize", "load_csv", "a bool", standardize))
     drop_cols = tuple(dict.fromkeys(_names(drop, "drop")))
     cat_cols = tuple(dict.fromkeys(_names(categorical, "categorical")))
     file = _resolve_path(path)
     name = file.stem if name is None else str(name)
-    if not file.is_file():
-        raise ValueError(f"Cannot load dataset {name!r}: {_missing_file_message(file)}")
-    if file.stat().st_size == 0:
-        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).")
-    try:
-        # Every cell is read as text and converted below: full-file schema inference is
-        # slow, and per-column inference from a prefix fails on values like "1e+05".
-        frame = pl.read_csv(file, null_values=list(missing_values), infer_schema=False)
-    except pl.exceptions.NoDataError:
-        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).") from None
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise ValueError(f"Cannot load dataset {name!r} from {file}: the file could not be parsed as CSV ({err}).") from None
+    frame = _read_frame(file, name, missing_values)
 
     problems = _Problems()
+    _check_columns(frame, target=target, drop=drop_cols, categorical=cat_cols, split_column=split_column,
+                   problems=problems)
     columns = frame.columns
-    if frame.height == 0:
-        problems.append("the file has a header but no data rows")
-    if target not in columns:
-        problems.append(
-            f"the target column {target!r} is not in the file.{suggest(target, columns)} "
-            f"Available columns: {', '.join(columns)}"
-        )
-    for param, wanted in (("drop", drop_cols), ("categorical", cat_cols)):
-        for col in wanted:
-            if col not in columns:
-                problems.append(f"the {param} column {col!r} is not in the file.{suggest(col, columns)}")
-            elif col == target:
-                problems.append(f"the target column {target!r} cannot also be a {param} column")
-    frame = frame.drop([c for c in drop_cols if c in columns and c != target])
-    features = [c for c in frame.columns if c != target]
+    frame = frame.drop([c for c in drop_cols if c in columns and c not in (target, split_column)])
+    features = [c for c in frame.columns if c not in (target, split_column)]
     if not features and target in columns:
         problems.append("no feature columns are left besides the target")
-
-    frame = frame.with_columns(pl.all().str.strip_chars())
-    numeric = frame.select(pl.all().cast(pl.Float64, strict=False))
-    # A column is numeric when every non-missing cell parsed as a number.
-    is_numeric = {c: numeric[c].null_count() == frame[c].null_count() for c in frame.columns}
-    non_numeric = [c for c in features if c not in cat_cols and not is_numeric[c]]
-    if non_numeric:
-        described = []
-        for c in non_numeric:
-            bad = frame[c].filter(frame[c].is_not_null() & numeric[c].is_null())
-            described.append(f"{c!r} (e.g. {bad[0]!r})")
-        problems.append(
-            f"non-numeric columns {', '.join(described)}: list them in 'categorical' to one-hot encode them, "
-            "or in 'drop' to remove them"
-        )
+    cells = _Cells.parse(frame)
+    _check_numeric(cells, features, cat_cols, problems)
     problems.raise_if_any(name, file)
 
-    # Missing values: a missing cell, or NaN in a numeric column, drops the row.
-    missing_cells = frame.select(pl.all().is_null()).to_numpy()
-    numeric_cols = [j for j, c in enumerate(frame.columns) if is_numeric[c]]
-    if numeric_cols:
-        missing_cells[:, numeric_cols] |= np.isnan(numeric.select(frame.columns[j] for j in numeric_cols).to_numpy())
-    missing = missing_cells.any(axis=1)
-    if missing.any():
-        logger.info("%s: dropped %d of %d rows with missing values", name, int(missing.sum()), frame.height)
-        if missing.all():
-            per_column = dict(zip(frame.columns, missing_cells.sum(axis=0).tolist()))
-            shown = ", ".join(f"{c!r} ({n})" for c, n in sorted(per_column.items(), key=lambda kv: -kv[1])[:8] if n)
-            problems.append(f"every row has a missing value (missing cells per column: {shown})")
-            problems.raise_if_any(name, file)
-        keep = pl.Series(~missing)
-        frame, numeric = frame.filter(keep), numeric.filter(keep)
-
-    y = _binarise_target(
-        target,
-        frame[target].to_numpy().astype(str),
-        numeric[target].to_numpy() if is_numeric[target] else None,
-        positive=positive,
-        threshold=threshold,
-        problems=problems,
-    )
-    if y is not None:
-        if flip:
-            y = 1 - y
-        n1 = int(y.sum())
-        if n1 in (0, y.size):
-            problems.append(
-                f"the target {target!r} has a single class after preprocessing (all {y.size} rows are "
-                f"{int(n1 > 0)}); a binary classification dataset needs both classes"
-            )
-
-    blocks: list[np.ndarray] = []
-    feature_names: list[str] = []
-    continuous: list[bool] = []
-    for col in features:
-        if col in cat_cols:
-            # Numeric codes sort as numbers (2 before 10), text as text.
-            values = numeric[col].to_numpy() if is_numeric[col] else frame[col].to_numpy().astype(str)
-            onehot, categories = _one_hot(values)
-            blocks.append(onehot)
-            feature_names.extend(f"{col}={_category_label(v)}" for v in categories)
-            continuous.extend([False] * len(categories))
-        else:
-            blocks.append(numeric[col].to_numpy().reshape(-1, 1))
-            feature_names.append(col)
-            continuous.append(True)
-    X = np.concatenate(blocks, axis=1)
-    finite = np.isfinite(X)
-    if not finite.all():
-        bad_cols = [feature_names[j] for j in np.flatnonzero(~finite.all(axis=0))]
-        problems.append(f"infinite values in columns {', '.join(map(repr, bad_cols))}")
-    # A very wide file is almost always a mistake (an ID or free-text column one-hot
-    # encoded, a transposed table); the classifiers and metrics would crawl on it.
-    if len(feature_names) > max_features:
-        problems.append(
-            f"{len(feature_names)} feature columns after one-hot encoding, more than max_features={max_features}; "
-            "drop columns (or raise max_features if this is intended)"
-        )
+    given_test = None
+    if split_column is not None:
+        given_test = _given_test_rows(cells, split_column, problems)
+        cells = cells.without(split_column)
+    cells, kept = _drop_missing_rows(cells, name, problems, file)
+    if given_test is not None and kept is not None:
+        given_test = given_test[kept]
+    y = _labels(cells, target, positive=positive, threshold=threshold, flip=flip, problems=problems)
+    X, feature_names, continuous = _encode_features(cells, features, cat_cols)
+    _check_features(X, feature_names, max_features, problems)
     problems.raise_if_any(name, file)
 
-    rows = _select_rows(y, n_samples=n_samples, balance=balance, rng=rng, problems=problems)
+    if split_column is None:
+        rows = _select_rows(y, n_samples=n_samples, balance=balance, rng=rng, problems=problems)
+    else:
+        _check_given_split(given_test, y, split_column=split_column, n_samples=n_samples, balance=balance,
+                           problems=problems)
+        rows = np.arange(y.size)
     problems.raise_if_any(name, file)
     return Dataset(
         X=X[rows].astype(np.float32),
@@ -395,8 +563,9 @@ def load_csv(
         feature_names=tuple(feature_names),
         name=name,
         continuous=np.asarray(continuous, dtype=bool),
-        standardize=True,
+        standardize=bool(standardize),
         source=str(file) if source is None else source,
+        given_test=None if given_test is None else given_test[rows],
     )
 
 
@@ -405,22 +574,27 @@ def load_csv(
 
 _OPTIONS = (
     "target", "name", "positive", "threshold", "flip", "drop", "categorical", "balance", "missing_values", "source",
-    "max_features",
+    "max_features", "split_column", "standardize",
 )
 
 
-def _named(
-    dataset: str, *, seed: int | np.random.Generator, n_samples: int | None, options: dict[str, Any], **defaults: Any
-) -> Dataset:
+def _check_options(dataset: str, options: Mapping[str, Any], arguments: str) -> None:
+    """Refuse options that ``load_csv`` does not take, with the closest match; ``arguments`` lists the loader's own."""
     unknown = [key for key in options if key not in _OPTIONS]
     if unknown:
         hints = "".join(suggest(key, _OPTIONS) for key in unknown)
         raise TypeError(
             f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}.{hints} "
-            f"Valid options: seed, n_samples, {', '.join(_OPTIONS)}."
+            f"Valid options: {arguments}, {', '.join(_OPTIONS)}."
         )
+
+
+def _named(
+    dataset: str, *, seed: int | np.random.Generator, n_samples: int | None, options: dict[str, Any], **defaults: Any
+) -> Dataset:
+    _check_options(dataset, options, "seed, n_samples")
     settings = {"name": dataset, **defaults, **options}
-    return load_csv(_data.data_dir() / FILES[dataset], seed=seed, n_samples=n_samples, **settings)
+    return load_csv(_data.get_data_dir() / FILES[dataset], seed=seed, n_samples=n_samples, **settings)
 
 
 def california_housing(*, seed: int | np.random.Generator, n_samples: int | None = None, **options: Any) -> Dataset:
@@ -490,13 +664,7 @@ def csv(
             f"The 'csv' dataset needs the option(s) {', '.join(map(repr, missing))}, e.g. "
             "load('csv', path='my.csv', target='label', seed=0)."
         )
-    unknown = [key for key in options if key not in _OPTIONS]
-    if unknown:
-        hints = "".join(suggest(key, _OPTIONS) for key in unknown)
-        raise TypeError(
-            f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset 'csv'.{hints} "
-            f"Valid options: path, seed, n_samples, {', '.join(_OPTIONS)}."
-        )
+    _check_options("csv", options, "path, seed, n_samples")
     return load_csv(path, target=target, seed=seed, n_samples=n_samples, **options)
 
 

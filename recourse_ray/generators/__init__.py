@@ -3,30 +3,26 @@
 ``create(name, **overrides)`` builds a registered preset (``names()`` lists them); a
 :class:`Generator` composes loss :mod:`terms`, a search space, a step rule and a
 convergence rule, and its ``search(model, factuals, n_counterfactuals=K, seeds=...)``
-returns a :class:`SearchResult` for all individuals at once. See ``docs/generators.md``.
+returns a :class:`SearchResult` for all individuals at once. ``Generator.to_dict()`` is
+the canonical JSON description of a built generator and ``Generator.from_dict`` rebuilds
+it in another process. See ``docs/generators.md``.
+
+Layout: ``problem`` (what the pieces read), ``terms``, ``spaces``, ``steps``,
+``convergence`` (each piece with its protocol and registry), ``engine`` (Generator,
+SearchResult), ``presets`` (create, the study's aliases); private helpers ``_streams``
+(random streams), ``_device``, ``_norm``, ``_components`` (kinds, descriptions, checks).
 """
 
 from __future__ import annotations
 
 from recourse_ray.generators import terms
-from recourse_ray.generators.engine import (
-    CONVERGENCE,
-    SPACES,
-    STEP_RULES,
-    Batch,
-    FeatureSpace,
-    FullSearch,
-    Generator,
-    GradientDescent,
-    Greedy,
-    LatentSpace,
-    Problem,
-    SearchResult,
-    ThresholdConvergence,
-    individual_seeds,
-    stream_rng,
-)
-from recourse_ray.generators.presets import OVERRIDES, PRESETS, create, names, register
+from recourse_ray.generators._streams import individual_seeds, stream_rng
+from recourse_ray.generators.convergence import CONVERGENCE, ConvergenceRule, FullSearch, ThresholdConvergence
+from recourse_ray.generators.engine import Generator, SearchResult
+from recourse_ray.generators.presets import OVERRIDES, PRESETS, create, names, register, valid_overrides
+from recourse_ray.generators.problem import Batch, Problem
+from recourse_ray.generators.spaces import SPACES, FeatureSpace, LatentSpace, SearchSpace
+from recourse_ray.generators.steps import STEP_RULES, GradientDescent, Greedy, StepRule
 from recourse_ray.generators.terms import (
     TERMS,
     ClassifierLoss,
@@ -44,12 +40,16 @@ __all__ = [
     "create",
     "names",
     "register",
+    "valid_overrides",
     "PRESETS",
     "OVERRIDES",
     "Generator",
     "SearchResult",
     "Problem",
     "Batch",
+    "SearchSpace",
+    "StepRule",
+    "ConvergenceRule",
     "FeatureSpace",
     "LatentSpace",
     "GradientDescent",

@@ -17,23 +17,26 @@ with one row per individual; the engine hands the rows of the individuals still 
 searched to :meth:`Term.value` as ``aux``.
 
 Terms are registered by name in :data:`TERMS`; presets and overrides refer to them by
-that name.
+that name, and a term registered nowhere is named by its import path
+(``add_terms: [{term: "examples.sparsity_term:L1Sparsity", weight: 0.5}]``). Terms read
+:class:`~recourse_ray.generators.problem.Problem` and
+:class:`~recourse_ray.generators.problem.Batch`; they never import the engine.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recourse_ray._config import check_int, check_real
 from recourse_ray._registry import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from recourse_ray.generators.engine import Batch, Problem
+from recourse_ray.generators._components import raise_problems
+from recourse_ray.generators._norm import safe_norm
+from recourse_ray.generators.problem import Batch, Problem
 
 __all__ = [
     "Term",
@@ -58,17 +61,6 @@ def register_term(cls: type["Term"]) -> type["Term"]:
     return cls
 
 
-def safe_norm(v: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Euclidean norm along ``dim`` whose gradient at a zero vector is 0, not NaN.
-
-    ``sqrt`` has an infinite derivative at 0, yet states that coincide with the factual
-    or with each other are common (latent-space states all start at the same code).
-    ``torch.linalg.vector_norm`` returns the zero subgradient there (checked by
-    ``test_distance_gradients_are_finite_at_zero_distance``), in one fused kernel.
-    """
-    return torch.linalg.vector_norm(v, dim=dim)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Term:
     """One weighted piece of the search objective.
@@ -86,25 +78,21 @@ class Term:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        w = self.weight
-        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not math.isfinite(w) or w < 0:
-            raise ValueError(
-                f"The 'weight' parameter of the {self.name!r} term must be a finite float in the range [0, inf). "
-                f"Got {w!r} instead."
-            )
-        object.__setattr__(self, "weight", float(w))
+        raise_problems(self.problems())
+        object.__setattr__(self, "weight", float(self.weight))
 
-    def prepare(self, problem: "Problem") -> dict[str, torch.Tensor]:
+    def problems(self) -> list[str]:
+        """One message per invalid setting (empty when valid); subclasses extend the list."""
+        msg = check_real(self.weight, "weight", f"the {self.name!r} term", 0)
+        return [msg] if msg else []
+
+    def prepare(self, problem: Problem) -> dict[str, torch.Tensor]:
         """Per-search constants, as tensors with one row per individual (default: none)."""
         return {}
 
-    def value(self, batch: "Batch", aux: dict[str, torch.Tensor]) -> torch.Tensor:
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         """Unweighted term: (m, K) per state or (m,) per individual."""
         raise NotImplementedError
-
-    def params(self) -> dict:
-        """The term's parameters (weight included), for ``to_dict`` and overrides."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @register_term
@@ -118,7 +106,7 @@ class Validity(Term):
     name: ClassVar[str] = "validity"
     weight: float = 1.0
 
-    def value(self, batch, aux):
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.softplus(-batch.logits)
 
 
@@ -137,7 +125,7 @@ class PredictiveEntropy(Term):
     name: ClassVar[str] = "entropy"
     weight: float = 1.0
 
-    def value(self, batch, aux):
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         p = batch.proba.clamp(1e-6, 1.0 - 1e-6)
         return -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))
 
@@ -150,7 +138,7 @@ class L2Distance(Term):
     name: ClassVar[str] = "distance"
     weight: float = 0.1
 
-    def value(self, batch, aux):
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         return safe_norm(batch.points - batch.factuals[:, None, :])
 
 
@@ -168,14 +156,14 @@ class MADDistance(Term):
     needs_data: ClassVar[bool] = True
     weight: float = 0.1
 
-    def prepare(self, problem):
+    def prepare(self, problem: Problem) -> dict[str, torch.Tensor]:
         X = problem.data_X
         mad = np.median(np.abs(X - np.median(X, axis=0)), axis=0)
         mad = np.where(mad > 0, mad, 1.0).astype(np.float32)
         inv = torch.from_numpy(1.0 / mad)
         return {"inverse_mad": inv.expand(problem.n, -1)}
 
-    def value(self, batch, aux):
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         diff = (batch.points - batch.factuals[:, None, :]).abs()
         return (diff * aux["inverse_mad"][:, None, :]).sum(dim=-1)
 
@@ -197,13 +185,14 @@ class Diversity(Term):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.jitter, (int, float)) and math.isfinite(self.jitter) and self.jitter >= 0):
-            raise ValueError(
-                f"The 'jitter' parameter of the 'diversity' term must be a float in the range [0, inf). "
-                f"Got {self.jitter!r} instead."
-            )
+        object.__setattr__(self, "jitter", float(self.jitter))
 
-    def value(self, batch, aux):
+    def problems(self) -> list[str]:
+        """The weight's and the jitter's problems."""
+        msg = check_real(self.jitter, "jitter", f"the {self.name!r} term", 0)
+        return super().problems() + ([msg] if msg else [])
+
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         pts = batch.points  # (m, K, d)
         dist = safe_norm(pts[:, :, None, :] - pts[:, None, :, :])  # (m, K, K)
         kmat = 1.0 / (1.0 + dist)
@@ -224,7 +213,7 @@ class ClassifierLoss(Term):
     name: ClassVar[str] = "classifier_loss"
     weight: float = 5.0
 
-    def value(self, batch, aux):
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.softplus(-batch.member_logits).mean(dim=0)
 
 
@@ -246,14 +235,14 @@ class Gravitational(Term):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        k = self.n_points
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(
-                f"The 'n_points' parameter of the 'gravitational' term must be an int in the range [1, inf). "
-                f"Got {k!r} instead."
-            )
+        object.__setattr__(self, "n_points", int(self.n_points))
 
-    def prepare(self, problem):
+    def problems(self) -> list[str]:
+        """The weight's and the number of points' problems."""
+        msg = check_int(self.n_points, "n_points", f"the {self.name!r} term", 1)
+        return super().problems() + ([msg] if msg else [])
+
+    def prepare(self, problem: Problem) -> dict[str, torch.Tensor]:
         targets = problem.data_X[problem.data_y == 1]
         if targets.shape[0] == 0:
             raise ValueError("The 'gravitational' term needs target-class rows, but data has no target-class (y = 1) rows.")
@@ -261,5 +250,5 @@ class Gravitational(Term):
         centroids = targets[rows].mean(axis=1, dtype=np.float64).astype(np.float32)  # (n, d)
         return {"centroid": torch.from_numpy(centroids)}
 
-    def value(self, batch, aux):
+    def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         return safe_norm(batch.points - aux["centroid"][:, None, :])

@@ -1,15 +1,15 @@
 """Metrics of recourse systems (SPEC §6): MMD shift tests, model and performance metrics.
 
 ``mmd`` / ``mmd_test`` are the two-sample statistics; ``evaluate`` computes every
-registered metric of one system at one evaluation round from an ``EvaluationContext``.
-See ``docs/metrics.md`` for the definitions.
+registered metric of one system at one evaluation round from an ``EvaluationContext``
+(whose models are ``recourse_ray.models.Classifier``). See ``docs/metrics.md`` for the
+definitions.
 """
 
 from recourse_ray.metrics.mmd import gaussian_kernel, mmd, mmd_test
 from recourse_ray.metrics.system import (
     METRICS,
     SCOPES,
-    Classifier,
     EvaluationContext,
     Metric,
     MetricInputs,
@@ -28,7 +28,6 @@ __all__ = [
     "gaussian_kernel",
     "METRICS",
     "SCOPES",
-    "Classifier",
     "EvaluationContext",
     "Metric",
     "MetricInputs",

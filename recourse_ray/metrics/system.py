@@ -17,13 +17,15 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Union
 
 import numpy as np
 
+from recourse_ray._config import check_int, check_real, is_real, param_message
 from recourse_ray._registry import Registry
 from recourse_ray._rng import as_rng, make_rng
 from recourse_ray.metrics.mmd import mmd_test
+from recourse_ray.models import Classifier
 
 __all__ = [
     "SCOPES",
@@ -34,7 +36,6 @@ __all__ = [
     "EvaluationContext",
     "MetricInputs",
     "MetricValue",
-    "Classifier",
     "evaluate",
     "make_grid",
     "register",
@@ -48,22 +49,9 @@ SCOPES = ("domain", "model", "performance", "recourse")
 MetricResult = Union[float, tuple[float, float | None], None]
 
 
-class Classifier(Protocol):
-    """What the metrics need from a model (``FeedForwardClassifier`` satisfies it)."""
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...  # (n, d) -> (n,) p(y=1)
-
-    def predict(self, X: np.ndarray) -> np.ndarray: ...  # (n, d) -> (n,) labels in {0, 1}
-
-    def parameter_arrays(self) -> list[np.ndarray]: ...
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+# The methods of a models.Classifier that the metrics call. The models of an
+# EvaluationContext are checked for these alone, so a stand-in with only these evaluates.
+_MODEL_METHODS = ("predict_proba", "predict", "parameter_arrays")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,20 +72,13 @@ class MetricSettings:
     lengthscale: float = 0.5
 
     def __post_init__(self) -> None:
-        problems = []
-        for name, low in (("n_samples", 2), ("n_permutations", 0), ("n_grid", 1)):
-            value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                problems.append(
-                    f"The '{name}' parameter of MetricSettings must be an int in the range [{low}, inf). "
-                    f"Got {value!r} instead."
-                )
-        ls = self.lengthscale
-        if not _is_real(ls) or not (math.isfinite(float(ls)) and float(ls) > 0):
-            problems.append(
-                f"The 'lengthscale' parameter of MetricSettings must be a float in the range (0, inf). "
-                f"Got {ls!r} instead."
-            )
+        found = (
+            check_int(self.n_samples, "n_samples", "MetricSettings", 2),
+            check_int(self.n_permutations, "n_permutations", "MetricSettings", 0),
+            check_int(self.n_grid, "n_grid", "MetricSettings", 1),
+            check_real(self.lengthscale, "lengthscale", "MetricSettings", 0.0, None, low_open=True),
+        )
+        problems = [p for p in found if p]
         if problems:
             raise ValueError(" ".join(problems))
 
@@ -123,24 +104,22 @@ class RecourseStats:
     share_recourse: float
 
     def __post_init__(self) -> None:
-        problems = []
-        if not _is_int(self.n_recourse) or self.n_recourse < 0:
-            problems.append(f"'n_recourse' must be an int >= 0; got {self.n_recourse!r}")
-        for name, low, high in (
-            ("validity", 0.0, 1.0),
-            ("cost", 0.0, math.inf),
-            ("iterations", 0.0, math.inf),
-            ("share_recourse", 0.0, 1.0),
+        found = [check_int(self.n_recourse, "n_recourse", "RecourseStats", 0)]
+        # (name, low, high, expected): inclusive bounds; inf is a valid cost or iteration
+        # count, and every field but the cumulative share may be nan (no recourse given).
+        for name, low, high, expected in (
+            ("validity", 0.0, 1.0, "a float in the range [0, 1], or nan"),
+            ("cost", 0.0, math.inf, "a float in the range [0, inf], or nan"),
+            ("iterations", 0.0, math.inf, "a float in the range [0, inf], or nan"),
+            ("share_recourse", 0.0, 1.0, "a float in the range [0, 1]"),
         ):
             value = getattr(self, name)
             nan_ok = name != "share_recourse"
-            if not _is_real(value) or not (
-                (nan_ok and math.isnan(float(value))) or low <= float(value) <= high
-            ):
-                allowed = f"[{low}, {high}]" + (" or nan" if nan_ok else "")
-                problems.append(f"'{name}' must be a float in {allowed}; got {value!r}")
+            if not is_real(value) or not ((nan_ok and math.isnan(float(value))) or low <= float(value) <= high):
+                found.append(param_message(name, "RecourseStats", expected, value))
+        problems = [p for p in found if p]
         if problems:
-            raise ValueError("Invalid RecourseStats: " + "; ".join(problems) + ".")
+            raise ValueError(" ".join(problems))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +127,9 @@ class EvaluationContext:
     """Everything the metrics of one system at one evaluation round look at.
 
     Attributes:
-        initial_model: the round-0 classifier. model: the current classifier.
+        initial_model: the round-0 classifier. model: the current classifier. Both are
+            :class:`recourse_ray.models.Classifier`; the metrics call only their
+            ``predict_proba``, ``predict`` and ``parameter_arrays``.
         X_train0: (n_train, d) round-0 training features. y_train0: (n_train,) their labels.
         X_train: (n_train, d) current training features. y_train: (n_train,) current labels.
         X_test: (n_test, d) untouched test features. y_test: (n_test,) test labels.
@@ -202,7 +183,7 @@ class EvaluationContext:
             problems.append(f"'recourse' must be a RecourseStats or None; got {type(self.recourse).__name__}")
         for name in ("initial_model", "model"):
             model = getattr(self, name)
-            missing = [m for m in ("predict_proba", "predict", "parameter_arrays") if not hasattr(model, m)]
+            missing = [m for m in _MODEL_METHODS if not hasattr(model, m)]
             if missing:
                 problems.append(f"'{name}' lacks {', '.join(missing)}")
         if problems:
@@ -260,7 +241,7 @@ class MetricInputs:
                 raise ValueError(f"Unknown point set {where!r}; use 'original', 'grid' or 'test'.")
         return self._cache[key]
 
-    def _model(self, which: str) -> Any:
+    def _model(self, which: str) -> Classifier:
         if which == "initial":
             return self.ctx.initial_model
         if which == "current":
@@ -376,8 +357,9 @@ def make_grid(X_original: np.ndarray, n_grid: int, rng: int | np.random.Generato
         )
     if not np.isfinite(X).all():
         raise ValueError("The 'X_original' parameter of make_grid contains NaN or infinite values.")
-    if not _is_int(n_grid) or n_grid < 1:
-        raise ValueError(f"The 'n_grid' parameter of make_grid must be an int in the range [1, inf). Got {n_grid!r} instead.")
+    problem = check_int(n_grid, "n_grid", "make_grid", 1)
+    if problem:
+        raise ValueError(problem)
     rng = as_rng(rng)
     low, high = X.min(axis=0), X.max(axis=0)
     # low/high are float32 values, so rounding the draws to float32 stays inside the box.

@@ -3,29 +3,40 @@
 ``create(name, input_dim=..., seed=..., **params)`` builds a registered classifier.
 Built-in classifiers are :class:`FeedForwardClassifier` instances (logistic regression,
 MLP, deep ensemble) whose ``fit`` runs a fused compiled training loop by default;
-any other model implementing :class:`Classifier` is trained by its own ``fit``.
+any other model implementing :class:`Classifier` (the one interface the search, the
+metrics and the simulation depend on; ``_protocol.py``) is trained by its own ``fit``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 
-from recourse_ray._registry import Registry
+from recourse_ray._registry import Registry, suggest
 from recourse_ray._rng import as_rng, spawn_seed
 from recourse_ray.models._feedforward import FeedForwardClassifier
+from recourse_ray.models._protocol import (
+    Classifier,
+    SupportsMemberLogits,
+    SupportsOnDevice,
+    missing_fit_keywords,
+    missing_members,
+)
 from recourse_ray.models._torch import TorchClassifier
 from recourse_ray.models.vae import VAE
 
 __all__ = [
     "Classifier",
+    "SupportsMemberLogits",
+    "SupportsOnDevice",
     "FeedForwardClassifier",
     "TorchClassifier",
     "MODELS",
     "create",
+    "check_classifier",
     "names",
     "register",
     "defaults",
@@ -33,42 +44,23 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class Classifier(Protocol):
-    """What the simulation, the generators and the metrics need from a classifier."""
-
-    input_dim: int
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, d) -> (N,) logit of the target class, differentiable in x."""
-
-    def proba(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, d) -> (N,) probability of the target class, differentiable in x."""
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(n, d) -> (n,) probabilities as numpy."""
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """(n, d) -> (n,) labels in {0, 1}."""
-
-    def fit(self, X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, seed, lr: float = 1e-3):
-        """Continue training from the current parameters with a fresh optimizer state."""
-
-    def parameter_arrays(self) -> list[np.ndarray]:
-        """Copies of each parameter tensor (for the perturbation metric)."""
-
-    def clone(self) -> "Classifier":
-        """An independent copy."""
-
-
 Factory = Callable[..., Classifier]
 MODELS: Registry[Factory] = Registry("model")
 
-_DEFAULTS: dict[str, dict] = {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str, factory: Factory | None = None, *, defaults: dict | None = None):
-    """Register a classifier factory ``(input_dim, *, seed, **params) -> Classifier``."""
+def register(
+    name: str, factory: Factory | None = None, *, defaults: dict[str, Any] | None = None
+) -> Callable[[Factory], Factory] | Factory:
+    """Register a classifier factory ``(input_dim, *, seed, **params) -> Classifier``.
+
+    Args:
+        name: the registry name (duplicates raise).
+        factory: the factory; omitted, ``register`` returns a decorator.
+        defaults: the factory's parameters and their defaults; ``create`` rejects any
+            other parameter (with a did-you-mean).
+    """
     _DEFAULTS[name] = dict(defaults or {})
     return MODELS.register(name, factory)
 
@@ -78,13 +70,13 @@ def names() -> list[str]:
     return MODELS.names()
 
 
-def defaults(name: str) -> dict:
+def defaults(name: str) -> dict[str, Any]:
     """The default parameters of a registered classifier."""
     MODELS.get(name)
     return dict(_DEFAULTS.get(name, {}))
 
 
-def create(name: str, *, input_dim: int, seed: int | np.random.Generator = 0, **params) -> Classifier:
+def create(name: str, *, input_dim: int, seed: int | np.random.Generator = 0, **params: Any) -> Classifier:
     """Create the classifier registered under ``name`` with fresh (seeded) weights.
 
     Args:
@@ -94,14 +86,16 @@ def create(name: str, *, input_dim: int, seed: int | np.random.Generator = 0, **
         input_dim: number of features.
         seed: int or numpy Generator for the initial weights.
         **params: overrides of the model's defaults (e.g. ``hidden=[64, 64]``, ``dropout=0.1``).
+
+    Raises:
+        ValueError: a parameter the registered model does not have.
+        TypeError: a user factory returned something that is no :class:`Classifier`.
     """
     factory = MODELS.get(name)  # a registered name, or an import path "package.module:factory"
     allowed = _DEFAULTS.get(name)
     if allowed is not None:
         unknown = sorted(set(params) - set(allowed))
         if unknown:
-            from recourse_ray._registry import suggest
-
             hints = "".join(suggest(k, list(allowed)) for k in unknown)
             raise ValueError(
                 f"Unknown parameter(s) {', '.join(map(repr, unknown))} for model {name!r}.{hints} "
@@ -117,17 +111,33 @@ def create(name: str, *, input_dim: int, seed: int | np.random.Generator = 0, **
         model = factory(input_dim, seed=rng, **params)
     if isinstance(model, torch.nn.Module):
         model = TorchClassifier(model, input_dim=input_dim, name=name)
-    missing = [m for m in ("logits", "predict_proba", "fit", "clone", "parameter_arrays") if not hasattr(model, m)]
-    if missing:
-        raise TypeError(
-            f"The model factory {name!r} returned {type(model).__name__}, which lacks {', '.join(missing)}: return a "
-            "torch.nn.Module (features -> logits) or an object with the Classifier interface (docs/guide.md)."
-        )
+    check_classifier(model, source=f"The model factory {name!r} returned")
     return model
 
 
-def _feedforward(name: str, **fixed) -> Factory:
-    def factory(input_dim: int, *, seed=0, **params) -> FeedForwardClassifier:
+def check_classifier(model: object, *, source: str) -> None:
+    """Raise TypeError unless ``model`` is a :class:`Classifier` the simulation can train.
+
+    Beyond the protocol's members, ``fit`` must take the keywords the simulation passes
+    (``epochs``, ``batch_size``, ``seed``, ``lr``, ``device``), or ``**kwargs``.
+
+    Args:
+        model: the object to check.
+        source: the start of the message, naming where ``model`` came from (e.g.
+            ``"The model factory 'x' returned"``); the type name and what it lacks follow.
+    """
+    lacking = [] if isinstance(model, Classifier) else missing_members(model)
+    lacking += [f"fit(..., {k}=...)" for k in missing_fit_keywords(model)]
+    if lacking:
+        raise TypeError(
+            f"{source} {type(model).__name__}, which lacks {', '.join(lacking)}: a classifier needs the "
+            "interface of recourse_ray.models.Classifier (docs/guide.md); a model factory may also return a "
+            "torch.nn.Module (features -> logits)."
+        )
+
+
+def _feedforward(name: str, **fixed: Any) -> Factory:
+    def factory(input_dim: int, *, seed: int | np.random.Generator = 0, **params: Any) -> FeedForwardClassifier:
         return FeedForwardClassifier(input_dim, seed=seed, name=name, **fixed, **params)
 
     return factory

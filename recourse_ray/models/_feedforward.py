@@ -18,19 +18,26 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from recourse_ray._config import check_int, check_real, param_message
 from recourse_ray._rng import as_rng, spawn_seed, torch_generator
+from recourse_ray.models._training import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    Found,
+    backend_problem,
+    check_training_args,
+    training_device,
+)
 
 __all__ = ["FeedForwardClassifier", "layer_offsets", "n_params"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "fused", "torch")
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 # One-thread eager torch (BLAS) overtakes the fused kernel only for wide hidden layers at
 # large batches (benchmarks/RESULTS.md, "Training"): from this widest hidden layer and
 # this many multiply-adds per step (rows x members x parameters), "auto" trains with torch.
@@ -52,31 +59,6 @@ def n_params(layer_sizes: Sequence[int]) -> int:
     return sum(i * o + o for i, o in zip(layer_sizes[:-1], layer_sizes[1:]))
 
 
-def _check_training_args(X, y, epochs, batch_size, lr, input_dim):
-    problems = []
-    # A private C-ordered copy: inputs may be read-only (Ray's object store) and the
-    # compiled kernel is specialised for writable contiguous arrays.
-    X = np.array(X, dtype=np.float32, order="C")
-    y = np.asarray(y)
-    if X.ndim != 2 or X.shape[1] != input_dim:
-        problems.append(f"X must have shape (n_samples, {input_dim}); got {X.shape}")
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        problems.append(f"y must have shape ({X.shape[0]},); got {y.shape}")
-    if X.shape[0] == 0:
-        problems.append("X has no rows")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        problems.append(f"epochs must be an int >= 0; got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        problems.append(f"batch_size must be an int >= 1; got {batch_size!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        problems.append(f"lr must be a float > 0; got {lr!r}")
-    if X.size and not np.isfinite(X).all():
-        problems.append("X contains NaN or infinite values")
-    if problems:
-        raise ValueError("Invalid arguments to fit: " + "; ".join(problems) + ".")
-    return X, y.astype(np.float32)
-
-
 class FeedForwardClassifier:
     """A binary classifier made of dense layers, with ``n_members`` independent members.
 
@@ -86,10 +68,15 @@ class FeedForwardClassifier:
         dropout: dropout probability after every hidden activation (training only).
         n_members: ensemble size (1 for a single model).
         backend: training path: ``"fused"`` (compiled loop), ``"torch"`` (eager torch
-            Adam) or ``"auto"`` (fused when the kernel is available).
+            Adam) or ``"auto"`` (fused when the kernel is available, except for wide
+            models at large batches; :meth:`training_backend`).
         seed: int or numpy Generator for the initial weights (Glorot-uniform weights,
             zero biases: the defaults of Flux, the study's framework).
-        name: the registry name this model was created under.
+        name: the registry name this model was created under (and the owner named
+            in error messages).
+
+    Raises:
+        ValueError: an argument out of its range (every problem listed).
     """
 
     def __init__(
@@ -103,20 +90,21 @@ class FeedForwardClassifier:
         seed: int | np.random.Generator = 0,
         name: str = "feedforward",
     ) -> None:
-        problems = []
-        if isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
-            problems.append(f"'input_dim' must be an int >= 1; got {input_dim!r}")
         hidden = tuple(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-            problems.append(f"'hidden' must be a list of ints >= 1; got {list(hidden)!r}")
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            problems.append(f"'dropout' must be a float in [0, 1); got {dropout!r}")
-        if isinstance(n_members, bool) or not isinstance(n_members, (int, np.integer)) or n_members < 1:
-            problems.append(f"'n_members' must be an int >= 1; got {n_members!r}")
-        if backend not in BACKENDS:
-            problems.append(f"'backend' must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        bad_hidden = any(check_int(h, "hidden", name, 1) for h in hidden)
+        problems = [
+            p
+            for p in (
+                check_int(input_dim, "input_dim", name, 1),
+                param_message("hidden", name, "a list of ints >= 1", list(hidden)) if bad_hidden else None,
+                check_real(dropout, "dropout", name, 0.0, 1.0, high_open=True),
+                check_int(n_members, "n_members", name, 1),
+                backend_problem(backend, name),
+            )
+            if p
+        ]
         if problems:
-            raise ValueError(f"Invalid parameters for model {name!r}: " + "; ".join(problems) + ".")
+            raise ValueError(" ".join(problems))
         self.name = name
         self.input_dim = int(input_dim)
         self.hidden = tuple(int(h) for h in hidden)
@@ -164,18 +152,28 @@ class FeedForwardClassifier:
                 out.append(b[m].detach().numpy().copy())
         return out
 
-    def get_state(self) -> dict:
-        """Weights and configuration as plain Python/numpy objects (for other processes)."""
+    def get_state(self) -> dict[str, Any]:
+        """Weights and configuration as plain Python/numpy objects.
+
+        Returns:
+            ``{"config": config(), "params": (n_members, n_params) float32 copy}``.
+        """
         return {"config": self.config(), "params": self.params.numpy().copy()}
 
-    def set_state(self, state: dict) -> None:
-        """Load weights produced by ``get_state`` (in place: views and fused path stay valid)."""
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Load the weights of ``state["params"]`` (n_members, n_params), as ``get_state`` gives them.
+
+        In place: the views of ``layers()`` and the fused path stay valid.
+        """
         params = np.asarray(state["params"], dtype=np.float32)
         if params.shape != tuple(self.params.shape):
-            raise ValueError(f"State has parameters of shape {params.shape}; this model needs {tuple(self.params.shape)}.")
+            expected = f"a mapping whose 'params' have shape {tuple(self.params.shape)}"
+            found = Found(f"shape {params.shape}")
+            raise ValueError(param_message("state", "FeedForwardClassifier.set_state", expected, found))
         self.params.copy_(torch.from_numpy(params))
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (but the seed) as plain Python objects."""
         return {
             "name": self.name,
             "input_dim": self.input_dim,
@@ -185,18 +183,11 @@ class FeedForwardClassifier:
             "backend": self.backend,
         }
 
-    @classmethod
-    def from_state(cls, state: dict) -> "FeedForwardClassifier":
-        cfg = dict(state["config"])
-        model = cls(cfg.pop("input_dim"), seed=0, **cfg)
-        model.set_state(state)
-        return model
-
-    def clone(self) -> "FeedForwardClassifier":
+    def clone(self) -> FeedForwardClassifier:
         """An independent copy (weights copied)."""
         return copy.deepcopy(self)
 
-    def on_device(self, device: str | torch.device) -> "FeedForwardClassifier":
+    def on_device(self, device: str | torch.device) -> FeedForwardClassifier:
         """A lightweight copy whose ``params`` is a copy on ``device`` (for search there).
 
         The copy shares the configuration but not the weights: this model is not changed.
@@ -207,18 +198,18 @@ class FeedForwardClassifier:
         new.last_fit_losses_ = None
         return new
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d["params"] = self.params.numpy().copy()
         return d
 
-    def __setstate__(self, d: dict) -> None:
+    def __setstate__(self, d: dict[str, Any]) -> None:
         d = d.copy()
         # Always a private, writable copy: unpickled arrays may live in read-only shared memory.
         d["params"] = torch.from_numpy(np.array(d["params"], dtype=np.float32, order="C"))
         self.__dict__.update(d)
 
-    def __deepcopy__(self, memo) -> "FeedForwardClassifier":
+    def __deepcopy__(self, memo: dict[int, Any]) -> FeedForwardClassifier:
         new = object.__new__(type(self))
         new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return new
@@ -271,23 +262,30 @@ class FeedForwardClassifier:
         return (self.predict_proba(X) > 0.5).astype(np.int64)
 
     # ------------------------------------------------------------------ training
-    def uses_fused(self, batch_size: int = 1) -> bool:
-        """Whether ``fit`` at this batch size runs the compiled kernel.
+    def training_backend(self, batch_size: int = 1) -> Literal["fused", "torch"]:
+        """``"fused"`` or ``"torch"``: the path ``fit`` takes for steps of ``batch_size`` rows.
 
-        ``"auto"`` picks it when available, unless the model is wide and the step large
-        (``TORCH_MIN_WIDTH``, ``TORCH_MIN_STEP_MACS``), where one-thread torch is faster.
-        ``"fused"`` always picks it.
+        ``fit`` asks with its batch size capped at the number of rows. ``"auto"`` picks the
+        compiled kernel when it is available, unless the model is wide and the step large
+        (``TORCH_MIN_WIDTH``, ``TORCH_MIN_STEP_MACS``), where one-thread torch is faster;
+        ``"fused"`` always picks it, ``"torch"`` never. The device ``fit`` is given does
+        not enter: the fused path runs on the CPU whatever it is.
+
+        Raises:
+            RuntimeError: ``backend="fused"`` but numba is unavailable (the reason included).
         """
         if self.backend == "torch":
-            return False
+            return "torch"
+        # Imported on first use: it imports numba, which most commands never need.
         from recourse_ray.models import _fused
 
         if self.backend == "fused" and not _fused.AVAILABLE:
             raise RuntimeError(f"The fused training backend is unavailable: {_fused.UNAVAILABLE_REASON}")
+        fused = _fused.AVAILABLE
         if self.backend == "auto" and max(self.hidden, default=0) >= TORCH_MIN_WIDTH:
             step_macs = batch_size * self.n_members * n_params(self.layer_sizes)
-            return _fused.AVAILABLE and step_macs < TORCH_MIN_STEP_MACS
-        return _fused.AVAILABLE
+            fused = _fused.AVAILABLE and step_macs < TORCH_MIN_STEP_MACS
+        return "fused" if fused else "torch"
 
     def fit(
         self,
@@ -305,57 +303,101 @@ class FeedForwardClassifier:
         Mini-batch Adam on binary cross-entropy with logits; every member is trained on
         its own shuffle of the rows in every epoch. Both backends consume the same
         random draws from ``seed``: one permutation per member and epoch, then one
-        dropout seed per member.
+        dropout seed per member. The backend is :meth:`training_backend`'s choice.
 
         Args:
             X: (n, d) features. y: (n,) labels in {0, 1}.
-            epochs: passes over the data. batch_size: rows per step (last batch may be smaller).
-            seed: int or numpy Generator. lr: Adam learning rate.
-            device: torch device to train on. None or ``"cpu"``: the usual backend choice.
-                Any other device forces the torch path, trains a copy of the weights
-                there and copies the result back into ``params`` in place.
+            epochs: passes over the data (>= 0). batch_size: rows per step (>= 1; the
+                last batch of an epoch may be smaller).
+            seed: int or numpy Generator. lr: Adam learning rate (> 0).
+            device: torch device of the torch path. The fused path runs on the CPU and
+                ignores it. None or a CPU device: the torch path trains ``params`` in
+                place; any other device: it trains a copy there and copies the result
+                back into ``params`` in place.
 
         Returns:
             (n_members, epochs) float64: mean batch loss of each epoch (computed before
             each step's update).
+
+        Raises:
+            ValueError: malformed data or arguments (every problem listed).
+            RuntimeError: ``backend="fused"`` without numba.
         """
-        X, yf = _check_training_args(X, y, epochs, batch_size, lr, self.input_dim)
-        dev = None if device is None else torch.device(device)
-        if dev is not None and dev.type == "cpu":
-            dev = None
-        rng = as_rng(seed)
-        n = X.shape[0]
-        orders = np.empty((self.n_members, epochs, n), dtype=np.int64)
-        for m in range(self.n_members):
-            for e in range(epochs):
-                orders[m, e] = rng.permutation(n)
-        dropout_seeds = np.array([spawn_seed(rng) for _ in range(self.n_members)], dtype=np.uint64)
+        owner = "FeedForwardClassifier.fit"
+        X, yf = check_training_args(
+            X, y, epochs=epochs, batch_size=batch_size, lr=lr, input_dim=self.input_dim, owner=owner
+        )
+        dev = training_device(device, owner)
+        orders, dropout_seeds = self._draw_epochs(as_rng(seed), int(epochs), X.shape[0])
         if epochs == 0:
             losses = np.zeros((self.n_members, 0))
-        elif dev is None and self.uses_fused(min(int(batch_size), n)):
-            from recourse_ray.models import _fused
-
-            losses = _fused.train_epochs(
-                self.params.numpy(),
-                np.asarray(self.layer_sizes, dtype=np.int64),
-                X,
-                yf,
-                orders,
-                int(batch_size),
-                float(lr),
-                self.dropout,
-                dropout_seeds,
-            )
+        elif self.training_backend(min(int(batch_size), X.shape[0])) == "fused":
+            losses = self._fit_fused(X, yf, orders, int(batch_size), float(lr), dropout_seeds)
         else:
             losses = self._fit_torch(X, yf, orders, int(batch_size), float(lr), dropout_seeds, device=dev)
         self.last_fit_losses_ = losses
         return losses
 
-    def _fit_torch(self, X, y, orders, batch_size, lr, dropout_seeds, device: torch.device | None = None) -> np.ndarray:
+    def _draw_epochs(self, rng: np.random.Generator, epochs: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every random draw of one ``fit``, in this order, shared by both backends.
+
+        Returns:
+            orders: (n_members, epochs, n) int64, one permutation of the rows per member
+            and epoch (member-major); dropout_seeds: (n_members,) uint64, one per member.
+        """
+        orders = np.empty((self.n_members, epochs, n), dtype=np.int64)
+        for m in range(self.n_members):
+            for e in range(epochs):
+                orders[m, e] = rng.permutation(n)
+        dropout_seeds = np.array([spawn_seed(rng) for _ in range(self.n_members)], dtype=np.uint64)
+        return orders, dropout_seeds
+
+    def _fit_fused(
+        self, X: np.ndarray, y: np.ndarray, orders: np.ndarray, batch_size: int, lr: float, dropout_seeds: np.ndarray
+    ) -> np.ndarray:
+        """The compiled path: ``_fused.train_epochs`` on ``params.numpy()``, in place.
+
+        Args: as :meth:`_fit_torch`. Returns (n_members, epochs) float64 losses.
+        """
+        from recourse_ray.models import _fused
+
+        return _fused.train_epochs(
+            self.params.numpy(),
+            np.asarray(self.layer_sizes, dtype=np.int64),
+            X,
+            y,
+            orders,
+            batch_size,
+            lr,
+            self.dropout,
+            dropout_seeds,
+        )
+
+    def _fit_torch(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        orders: np.ndarray,
+        batch_size: int,
+        lr: float,
+        dropout_seeds: np.ndarray,
+        device: torch.device | None = None,
+    ) -> np.ndarray:
         """Reference training path: eager torch, ``torch.optim.Adam`` on the flat block.
 
-        With ``device`` (not CPU) it trains a copy of ``params`` there (dropout masks are
-        still drawn on CPU) and copies the result back into ``params`` in place.
+        With ``device`` it trains a copy of ``params`` there (dropout masks are still
+        drawn on the CPU) and copies the result back into ``params`` in place; None
+        trains ``params`` itself.
+
+        Args:
+            X: (n, d) float32 features. y: (n,) float32 labels.
+            orders: (n_members, epochs, n) int64 row orders. batch_size: rows per step.
+            lr: Adam learning rate. dropout_seeds: (n_members,) uint64; the masks of
+                every member come from one generator seeded by the first.
+            device: where to train (None: in place, on the CPU).
+
+        Returns:
+            (n_members, epochs) float64 losses.
         """
         M, epochs, n = orders.shape
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -363,7 +405,6 @@ class FeedForwardClassifier:
         if device is not None:
             Xt, yt, orders_t = Xt.to(device), yt.to(device), orders_t.to(device)
         gen = torch_generator(int(dropout_seeds[0]))
-        keep = 1.0 - self.dropout
         params = self.params if device is None else self.params.detach().to(device, copy=True)
         params.requires_grad_(True)
         try:
@@ -373,18 +414,10 @@ class FeedForwardClassifier:
             for e in range(epochs):
                 for start in range(0, n, batch_size):
                     idx = orders_t[:, e, start : start + batch_size]  # (M, B)
-                    xb, yb = Xt[idx], yt[idx]
-                    masks = None
-                    if self.dropout > 0:
-                        masks = [
-                            (torch.rand(M, idx.shape[1], h, generator=gen) < keep).float() / keep
-                            for h in self.hidden
-                        ]
-                        if device is not None:
-                            masks = [mask.to(device) for mask in masks]
-                    z = self._forward(xb, params, masks)  # (M, B)
+                    masks = self._dropout_masks(gen, idx.shape[1], device)
+                    z = self._forward(Xt[idx], params, masks)  # (M, B)
                     per_member = torch.nn.functional.binary_cross_entropy_with_logits(
-                        z, yb, reduction="none"
+                        z, yt[idx], reduction="none"
                     ).mean(dim=1)
                     optimizer.zero_grad(set_to_none=False)
                     per_member.sum().backward()
@@ -398,3 +431,17 @@ class FeedForwardClassifier:
             with torch.no_grad():
                 self.params.copy_(params.detach().cpu())
         return losses
+
+    def _dropout_masks(
+        self, gen: torch.Generator, n_rows: int, device: torch.device | None
+    ) -> list[torch.Tensor] | None:
+        """Inverted-dropout masks of one step of the torch path: per hidden layer ``(M, n_rows, width)``.
+
+        Drawn on the CPU from ``gen`` (so a device does not change them), then moved to
+        ``device``; None without dropout.
+        """
+        if self.dropout <= 0:
+            return None
+        keep = 1.0 - self.dropout
+        masks = [(torch.rand(self.n_members, n_rows, h, generator=gen) < keep).float() / keep for h in self.hidden]
+        return masks if device is None else [mask.to(device) for mask in masks]

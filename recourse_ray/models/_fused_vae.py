@@ -32,7 +32,7 @@ IR inlining of their ~15 call sites made the first compilation 2.6x slower (30 s
 against 12 s on the shared 2-core VM) for no measurable speed-up.
 
 The numba cache and its fallbacks (read-only package directory, unusable user cache)
-are those of the classifier kernel: this module compiles through ``_fused._jit``. It
+are those of the classifier kernel: this module compiles through ``_numba.jit``. It
 deliberately calls no jitted function of ``_fused``: numba's cache of a function is
 keyed by its own source file only, so a kernel calling into another module would keep
 a stale copy of that code after the other module changes.
@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from recourse_ray.models._fused import AVAILABLE, UNAVAILABLE_REASON, _jit
+from recourse_ray.models._numba import AVAILABLE, UNAVAILABLE_REASON, jit
 
 __all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "n_params", "train_vae_epochs", "warm_up"]
 
@@ -65,7 +65,7 @@ def n_params(input_dim: int, hidden: int, latent_dim: int) -> int:
 
 if AVAILABLE:
 
-    @_jit
+    @jit
     def _linear(W, bias, inputs, outputs, nb, relu):
         """outputs[j, :nb] = bias[j] + W[j] . inputs[:, :nb] (then ReLU), as vector updates over the batch.
 
@@ -112,7 +112,7 @@ if AVAILABLE:
                     v = o[b]
                     o[b] = v if v > zero else zero
 
-    @_jit
+    @jit
     def _input_grads(W, delta, out, nb, accumulate):
         """out[i, :nb] (+)= sum_j W[j, i] delta[j, :nb]: the gradient reaching a layer's inputs.
 
@@ -152,7 +152,7 @@ if AVAILABLE:
                 for b in range(nb):
                     dst[b] += w * src[b]
 
-    @_jit
+    @jit
     def _transpose(src, dst, nb):
         """dst[b, u] = src[u, b] for the batch's rows: unit-major to sample-major."""
         for u in range(src.shape[0]):
@@ -160,7 +160,7 @@ if AVAILABLE:
             for b in range(nb):
                 dst[b, u] = row[b]
 
-    @_jit
+    @jit
     def _weight_grads(delta, inputs, gW, gb, nb, delta_t, inputs_t, g_t):
         """gW[j, i] = sum_b delta[j, b] inputs[i, b]; gb[j] = sum_b delta[j, b] (every entry written).
 
@@ -203,7 +203,7 @@ if AVAILABLE:
                 for i in range(fan_in):
                     gW[j, i] = g_t[i, j]
 
-    @_jit
+    @jit
     def _train_vae_kernel(flat, d, h, l, X, orders, noise, scale, kl_weight, batch_size, lr, losses):
         """``train_vae_epochs`` after its argument checks; writes ``losses`` (E,) float64."""
         n_epochs, n = orders.shape

@@ -27,25 +27,33 @@ Training has two paths with the same semantics: a compiled kernel
 (``_fused_vae.train_vae_epochs``, numba; the default when numba is available) and eager
 torch autograd (the reference). Both consume the same row orders and reparameterisation
 noise, drawn from the fit's numpy Generator, so they agree to float32 rounding
-(docs/fused_training.md, "VAE").
+(docs/fused_training.md, "VAE"). ``fit(..., device=...)`` trains the torch path on that
+device (the fused path runs on the CPU), like the classifiers' ``fit``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recourse_ray._config import check_int, check_real
 from recourse_ray._rng import as_rng
+from recourse_ray.models._training import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    BACKENDS,
+    backend_problem,
+    feature_problems,
+    schedule_problems,
+    training_device,
+)
 
 __all__ = ["VAE", "BACKENDS"]
-
-BACKENDS = ("auto", "fused", "torch")
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 
 # Parameter tensors in a fixed order: name -> (rows, cols) given (d, h, l); cols None for biases.
 _LAYOUT = (
@@ -60,12 +68,6 @@ _LAYOUT = (
     ("out_w", "d", "h"),
     ("out_b", "d", None),
 )
-
-
-def _check_int(name: str, value, low: int) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        return f"the '{name}' parameter must be an int in the range [{low}, inf); got {value!r}"
-    return None
 
 
 class VAE:
@@ -88,6 +90,9 @@ class VAE:
         params: name -> view of ``flat`` (``enc_w (hidden, input_dim)``, ``enc_b``, ``mu_w``,
             ``mu_b``, ``logvar_w``, ``logvar_b``, ``dec_w``, ``dec_b``, ``out_w``, ``out_b``).
         last_fit_losses_: per-epoch losses of the latest ``fit`` call.
+
+    Raises:
+        ValueError: an argument out of its range (every problem listed).
     """
 
     def __init__(
@@ -103,18 +108,16 @@ class VAE:
         problems = [
             p
             for p in (
-                _check_int("input_dim", input_dim, 1),
-                _check_int("latent_dim", latent_dim, 1),
-                _check_int("hidden", hidden, 1),
+                check_int(input_dim, "input_dim", "VAE", 1),
+                check_int(latent_dim, "latent_dim", "VAE", 1),
+                check_int(hidden, "hidden", "VAE", 1),
+                check_real(kl_weight, "kl_weight", "VAE", 0.0, None, low_open=True),
+                backend_problem(backend, "VAE"),
             )
             if p
         ]
-        if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not (0 < kl_weight < math.inf):
-            problems.append(f"the 'kl_weight' parameter must be a float > 0; got {kl_weight!r}")
-        if backend not in BACKENDS:
-            problems.append(f"the 'backend' parameter must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if problems:
-            raise ValueError("Invalid parameters for VAE: " + "; ".join(problems) + ".")
+            raise ValueError(" ".join(problems))
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
@@ -145,6 +148,7 @@ class VAE:
             offset += size
 
     def n_params(self) -> int:
+        """Size of the flat parameter block ``flat``."""
         return sum(math.prod(self._shape(r, c)) for _, r, c in _LAYOUT)
 
     def reset_parameters(self, seed: int | np.random.Generator) -> None:
@@ -160,52 +164,11 @@ class VAE:
                 parts.append(rng.uniform(-limit, limit, size=math.prod(shape)).astype(np.float32))
         self._bind(torch.from_numpy(np.concatenate(parts)))
 
-    def config(self) -> dict:
-        return {
-            "input_dim": self.input_dim,
-            "latent_dim": self.latent_dim,
-            "hidden": self.hidden,
-            "kl_weight": self.kl_weight,
-            "backend": self.backend,
-        }
-
-    def get_state(self) -> dict:
-        """Configuration and weights as plain Python / numpy objects (for other processes)."""
-        return {
-            "config": self.config(),
-            "params": {k: v.detach().numpy().copy() for k, v in self.params.items()},
-            "scale": None if self.scale_ is None else self.scale_.numpy().copy(),
-        }
-
-    def set_state(self, state: dict) -> None:
-        """Load weights produced by :meth:`get_state` (shapes must match)."""
-        params = state["params"]
-        missing = [name for name, _, _ in _LAYOUT if name not in params]
-        if missing:
-            raise ValueError(f"The VAE state lacks the parameters {', '.join(missing)}.")
-        parts = []
-        for name, rows, cols in _LAYOUT:
-            value = np.asarray(params[name], dtype=np.float32)
-            if value.shape != self._shape(rows, cols):
-                raise ValueError(
-                    f"The VAE state has {name} of shape {value.shape}; this VAE needs {self._shape(rows, cols)}."
-                )
-            parts.append(value.ravel())
-        self._bind(torch.from_numpy(np.concatenate(parts)))
-        scale = state.get("scale")
-        self.scale_ = None if scale is None else torch.from_numpy(np.array(scale, dtype=np.float32))
-
-    @classmethod
-    def from_state(cls, state: dict) -> "VAE":
-        vae = cls(**state["config"], seed=0)
-        vae.set_state(state)
-        return vae
-
-    def clone(self) -> "VAE":
+    def clone(self) -> VAE:
         """An independent copy (weights copied)."""
         return copy.deepcopy(self)
 
-    def on_device(self, device: str | torch.device) -> "VAE":
+    def on_device(self, device: str | torch.device) -> VAE:
         """A lightweight copy whose weights (and scale) are copies on ``device`` (for search there).
 
         This VAE is not changed.
@@ -218,20 +181,20 @@ class VAE:
         new.last_fit_losses_ = None
         return new
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d.pop("params")
         d["flat"] = self.flat.detach().numpy().copy()
         return d
 
-    def __setstate__(self, d: dict) -> None:
+    def __setstate__(self, d: dict[str, Any]) -> None:
         d = d.copy()
         d.setdefault("backend", "auto")  # pickles from before the fused backend
         flat = torch.from_numpy(np.array(d.pop("flat"), dtype=np.float32))
         self.__dict__.update(d)
         self._bind(flat)
 
-    def __deepcopy__(self, memo) -> "VAE":
+    def __deepcopy__(self, memo: dict[int, Any]) -> VAE:
         new = object.__new__(type(self))
         new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return new
@@ -276,20 +239,24 @@ class VAE:
         return (reconstruction + self.kl_weight * kl).mean()
 
     # ------------------------------------------------------------------ training
-    def uses_fused(self, backend: str | None = None) -> bool:
-        """Whether ``fit`` (with this ``backend``, default ``self.backend``) runs the compiled kernel.
+    def training_backend(self) -> Literal["fused", "torch"]:
+        """``"fused"`` or ``"torch"``: the path :meth:`fit` takes.
+
+        ``"auto"`` (the default) picks the compiled kernel whenever numba is available,
+        ``"fused"`` always, ``"torch"`` never. The device ``fit`` is given does not enter:
+        the fused path runs on the CPU whatever it is.
 
         Raises:
             RuntimeError: ``backend="fused"`` but numba is unavailable (the reason included).
         """
-        backend = self.backend if backend is None else backend
-        if backend == "torch":
-            return False
+        if self.backend == "torch":
+            return "torch"
+        # Imported on first use: it imports numba, which most commands never need.
         from recourse_ray.models import _fused_vae
 
-        if backend == "fused" and not _fused_vae.AVAILABLE:
+        if self.backend == "fused" and not _fused_vae.AVAILABLE:
             raise RuntimeError(f"The fused training backend is unavailable: {_fused_vae.UNAVAILABLE_REASON}")
-        return _fused_vae.AVAILABLE
+        return "fused" if _fused_vae.AVAILABLE else "torch"
 
     def fit(
         self,
@@ -299,7 +266,7 @@ class VAE:
         batch_size: int = 50,
         seed: int | np.random.Generator,
         lr: float = 1e-3,
-        backend: str | None = None,
+        device: str | torch.device | None = None,
     ) -> np.ndarray:
         """Continue training from the current weights with a fresh Adam state.
 
@@ -309,6 +276,7 @@ class VAE:
         positions ``order[s:s+B]`` uses the noise ``eps[s:s+B]`` (noise follows the
         position in the shuffled order, not the row). All draws happen before training,
         so both backends consume identical batches and noise. No global RNG is used.
+        The backend is :meth:`training_backend`'s choice.
 
         Args:
             X: (n_samples, input_dim) features.
@@ -317,64 +285,116 @@ class VAE:
                 is averaged over its own size).
             seed: int or numpy Generator.
             lr: Adam learning rate.
-            backend: ``"auto"``, ``"fused"`` or ``"torch"``; None uses ``self.backend``.
+            device: torch device of the torch path. The fused path runs on the CPU and
+                ignores it. None or a CPU device: the torch path trains ``flat`` in place;
+                any other device: it trains a copy there and copies the result back into
+                ``flat`` in place.
 
         Returns:
             (epochs,) float64: mean batch loss of each epoch (computed before each update).
+
+        Raises:
+            ValueError: malformed data or arguments (every problem listed), or a bad device.
+            RuntimeError: ``backend="fused"`` without numba (nothing is changed).
         """
         X = np.array(X, dtype=np.float32)  # a private copy: inputs may be read-only (Ray object store)
-        problems = [p for p in (_check_int("epochs", epochs, 0), _check_int("batch_size", batch_size, 1)) if p]
-        if X.ndim != 2 or X.shape[1] != self.input_dim:
-            problems.append(f"X must have shape (n_samples, {self.input_dim}); got {X.shape}")
-        elif X.shape[0] == 0:
-            problems.append("X has no rows")
-        elif not np.isfinite(X).all():
-            problems.append("X contains NaN or infinite values")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            problems.append(f"the 'lr' parameter must be a float > 0; got {lr!r}")
-        if backend is not None and backend not in BACKENDS:
-            problems.append(f"the 'backend' parameter must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        problems = feature_problems(X, self.input_dim, "VAE.fit") + schedule_problems(epochs, batch_size, lr, "VAE.fit")
         if problems:
-            raise ValueError("Invalid arguments to VAE.fit: " + "; ".join(problems) + ".")
-        fused = self.uses_fused(backend)
-        rng = as_rng(seed)
-        n, epochs, lr, batch_size = X.shape[0], int(epochs), float(lr), int(batch_size)
+            raise ValueError(" ".join(problems))
+        dev = training_device(device, "VAE.fit")
+        fused = self.training_backend() == "fused"
+        orders, noise = self._draw_epochs(as_rng(seed), int(epochs), X.shape[0])
+        if self.scale_ is None:
+            std = X.std(axis=0)
+            self.scale_ = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32))
+        if fused:
+            losses = self._fit_fused(X, orders, noise, int(batch_size), float(lr))
+        else:
+            losses = self._fit_torch(X, orders, noise, int(batch_size), float(lr), device=dev)
+        self.last_fit_losses_ = losses
+        return losses
+
+    def _draw_epochs(self, rng: np.random.Generator, epochs: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every random draw of one ``fit``, epoch by epoch (the order :meth:`fit` documents).
+
+        Returns:
+            orders: (epochs, n) int64 row orders; noise: (epochs, n, latent_dim) float32
+            reparameterisation noise, row ``s`` for position ``s`` of the epoch's order.
+        """
         orders = np.empty((epochs, n), dtype=np.int64)
         noise = np.empty((epochs, n, self.latent_dim), dtype=np.float32)
         for epoch in range(epochs):
             orders[epoch] = rng.permutation(n)
             noise[epoch] = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
-        if self.scale_ is None:
-            std = X.std(axis=0)
-            self.scale_ = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32))
-        if fused:
-            from recourse_ray.models import _fused_vae
+        return orders, noise
 
-            dims = np.array([self.input_dim, self.hidden, self.latent_dim], dtype=np.int64)
-            # ``self.flat`` shares its memory with this array: the kernel updates the
-            # weights (and every view in ``params``) in place.
-            losses = _fused_vae.train_vae_epochs(
-                self.flat.detach().numpy(), dims, X, orders, noise, self.scale_.numpy(), self.kl_weight, batch_size, lr
-            )
-        else:
-            losses = self._fit_torch(X, orders, noise, batch_size, lr)
-        self.last_fit_losses_ = losses
-        return losses
-
-    def _fit_torch(
+    def _fit_fused(
         self, X: np.ndarray, orders: np.ndarray, noise: np.ndarray, batch_size: int, lr: float
     ) -> np.ndarray:
-        """The reference training loop: eager torch autograd, Adam by hand on ``flat``.
+        """The compiled path: ``_fused_vae.train_vae_epochs`` on ``flat``, in place.
 
-        Args: X (n, d) float32; orders (epochs, n) int64; noise (epochs, n, latent_dim)
-        float32, as drawn by :meth:`fit`. Returns (epochs,) float64 losses.
+        Args: as :meth:`_fit_torch`. Returns (epochs,) float64 losses.
+        """
+        from recourse_ray.models import _fused_vae
+
+        dims = np.array([self.input_dim, self.hidden, self.latent_dim], dtype=np.int64)
+        # ``self.flat`` shares its memory with this array: the kernel updates the
+        # weights (and every view in ``params``) in place.
+        return _fused_vae.train_vae_epochs(
+            self.flat.detach().numpy(), dims, X, orders, noise, self.scale_.numpy(), self.kl_weight, batch_size, lr
+        )
+
+    def _fit_torch(
+        self,
+        X: np.ndarray,
+        orders: np.ndarray,
+        noise: np.ndarray,
+        batch_size: int,
+        lr: float,
+        device: torch.device | None = None,
+    ) -> np.ndarray:
+        """The reference training path: eager torch autograd, Adam by hand on ``flat``.
+
+        Args:
+            X: (n, d) float32. orders: (epochs, n) int64. noise: (epochs, n, latent_dim)
+                float32, as drawn by :meth:`fit`. batch_size: rows per step. lr: Adam
+                learning rate.
+            device: None trains ``flat`` itself; a device trains an :meth:`on_device` copy
+                there and copies its weights back into ``flat`` in place.
+
+        Returns:
+            (epochs,) float64 losses.
+        """
+        if device is None:
+            return self._adam_loop(X, orders, noise, batch_size, lr)
+        moved = self.on_device(device)
+        losses = moved._adam_loop(X, orders, noise, batch_size, lr, device=device)
+        with torch.no_grad():
+            self.flat.copy_(moved.flat.detach().cpu())
+        return losses
+
+    def _adam_loop(
+        self,
+        X: np.ndarray,
+        orders: np.ndarray,
+        noise: np.ndarray,
+        batch_size: int,
+        lr: float,
+        device: torch.device | None = None,
+    ) -> np.ndarray:
+        """Adam (Kingma & Ba 2015) with torch autograd on this VAE's ``flat``, where it lives.
+
+        Args: as :meth:`_fit_torch`; ``device`` is where ``flat`` is (the data is moved
+        there; None: the CPU). Returns (epochs,) float64 losses.
         """
         n = X.shape[0]
         Xt = torch.from_numpy(X)
+        if device is not None:
+            Xt = Xt.to(device)
         losses = np.zeros(orders.shape[0])
-        # Adam (Kingma & Ba 2015) on the one flat parameter block, with torch.optim.Adam's
-        # update formula; a fresh state per call. One fused update instead of ten
-        # per-tensor ones halves the cost of a step at these sizes.
+        # torch.optim.Adam's update formula on the one flat parameter block, with a fresh
+        # state per call. One fused update instead of ten per-tensor ones halves the cost
+        # of a step at these sizes.
         flat = self.flat
         m1 = torch.zeros_like(flat)
         m2 = torch.zeros_like(flat)
@@ -386,6 +406,8 @@ class VAE:
             for epoch in range(orders.shape[0]):
                 order = torch.from_numpy(orders[epoch])
                 eps = torch.from_numpy(noise[epoch])
+                if device is not None:
+                    order, eps = order.to(device), eps.to(device)
                 total, n_batches = 0.0, 0
                 for start in range(0, n, batch_size):
                     xb = Xt[order[start : start + batch_size]]

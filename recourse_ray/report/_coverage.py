@@ -1,33 +1,32 @@
 """What a sweep planned versus what its results dataset holds.
 
 The report must be honest about partial sweeps: this module reads the resolved spec
-(``sweep.yaml``), expands its grid into the expected systems, and sets them against
-the committed manifests and the failure records. It also summarises the manifests'
-provenance (software versions, hosts, timings) for the report's header.
+(``sweep.yaml``) with ``recourse_ray.spec``, whose grid expansion (``SweepSpec.systems``)
+gives the expected systems, and sets them against the committed manifests and the
+failure records. It also summarises the manifests' provenance (software versions,
+hosts, timings) for the report's header.
 
 Only reads; sits between ``store`` (the layout) and ``documents`` (the output).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import yaml
-
+from recourse_ray import spec as spec_mod
 from recourse_ray.store import ResultsStore
 
-__all__ = ["SystemId", "Coverage", "coverage", "expected_systems", "provenance"]
+__all__ = ["SystemId", "Coverage", "coverage", "provenance"]
 
 logger = logging.getLogger(__name__)
 
 
 class SystemId(NamedTuple):
-    """The identity of one recourse system within a sweep."""
+    """The identity of one recourse system within a sweep (``store.PARTITION_COLUMNS``)."""
 
     dataset: str
     model: str
@@ -35,52 +34,27 @@ class SystemId(NamedTuple):
     seed: int
 
 
-def _grid_label(entry: Any) -> str:
-    """Name of a grid entry: a string as is; a mapping by its label/name/id key."""
-    if isinstance(entry, Mapping):
-        for key in ("label", "name", "id", "preset"):
-            if key in entry:
-                return str(entry[key])
-    return str(entry)
+def _read_sweep(spec_text: str, source: str) -> tuple[spec_mod.SweepSpec | None, list[str]]:
+    """The recorded spec as a ``SweepSpec``, or None with the reasons it cannot be read.
 
-
-def _seed_list(raw: Any) -> list[int] | None:
-    """``seeds: 5`` means seeds 0..4 (as spec.py expands it); a list is taken as is."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return list(range(raw)) if raw >= 1 else None
-    if isinstance(raw, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
-        return list(raw)
-    return None
-
-
-def expected_systems(spec: Mapping) -> tuple[list[SystemId] | None, dict[str, list]]:
-    """Expand a parsed sweep spec's grid into the systems it plans.
-
-    Args:
-        spec: the parsed ``sweep.yaml`` (keys ``seeds`` and ``grid`` with lists
-            ``dataset``, ``model``, ``generator``).
-
-    Returns:
-        ``(systems, axes)``: the planned systems in grid order (None when the spec
-        has no usable grid) and the axis values in their declared order.
+    Results written by an older version may hold a ``sweep.yaml`` that this version no
+    longer accepts (a removed setting, a component that is not importable here); the
+    report then still works, without the planned grid.
     """
-    grid = spec.get("grid") if isinstance(spec, Mapping) else None
-    seeds = _seed_list(spec.get("seeds", 1)) if isinstance(spec, Mapping) else None
-    axes: dict[str, list] = {}
-    if isinstance(grid, Mapping):
-        for axis in ("dataset", "model", "generator"):
-            values = grid.get(axis)
-            if isinstance(values, list) and values:
-                axes[axis] = [_grid_label(v) for v in values]
-    if seeds is not None:
-        axes["seed"] = seeds
-    if set(axes) != {"dataset", "model", "generator", "seed"}:
-        return None, axes
-    systems = [SystemId(d, m, g, int(s)) for d, m, g, s in itertools.product(
-        axes["dataset"], axes["model"], axes["generator"], axes["seed"])]
-    return systems, axes
+    try:
+        return spec_mod.loads(spec_text, source=source, check_data=False), []
+    except spec_mod.SpecError as exc:
+        problems = list(exc.problems)
+    except (ValueError, TypeError, KeyError, ImportError, AttributeError) as exc:
+        # a component named by old results may fail in its own way; the report must still be written
+        problems = [f"{type(exc).__name__}: {exc}"]
+    logger.warning("%s cannot be read as a sweep file by this version (%s); the report cannot list missing systems.",
+                   source, " ".join(problems))
+    return None, problems
+
+
+def _axes(sweep: spec_mod.SweepSpec) -> dict[str, list]:
+    return {**{axis: list(sweep.grid[axis]) for axis in spec_mod.GRID_AXES}, "seed": list(sweep.seeds)}
 
 
 def _system_id(entry: Mapping) -> SystemId:
@@ -93,10 +67,12 @@ class Coverage:
 
     Attributes:
         name: the sweep's name (from the spec, else the directory name).
+        description: the spec's description ("" when it has none or does not parse).
         spec_text: ``sweep.yaml`` as stored.
-        spec: the parsed spec ({} when it does not parse).
+        sweep: the parsed spec, or None when this version cannot read it.
+        spec_problems: why the spec cannot be read (empty when ``sweep`` is not None).
         axes: grid axis values in declared order (``dataset``, ``model``, ``generator``, ``seed``).
-        expected: planned systems, or None when the spec has no usable grid.
+        expected: planned systems, or None when the spec cannot be read.
         committed: committed systems -> their system key.
         failed: failed (and not since committed) systems -> their failure record.
         missing: planned systems that are not committed, in grid order (failed ones included).
@@ -105,8 +81,10 @@ class Coverage:
     """
 
     name: str
+    description: str
     spec_text: str
-    spec: dict
+    sweep: spec_mod.SweepSpec | None = field(repr=False)
+    spec_problems: list[str]
     axes: dict[str, list]
     expected: list[SystemId] | None
     committed: dict[SystemId, str]
@@ -135,14 +113,8 @@ class Coverage:
 def coverage(store: ResultsStore) -> Coverage:
     """Compare a results dataset's committed and failed systems against its spec's grid."""
     spec_text = store.read_spec()
-    try:
-        spec = yaml.safe_load(spec_text) or {}
-        if not isinstance(spec, dict):
-            spec = {}
-    except yaml.YAMLError as exc:
-        logger.warning("sweep.yaml does not parse (%s); the report cannot list missing systems.", exc)
-        spec = {}
-    expected, axes = expected_systems(spec)
+    sweep, problems = _read_sweep(spec_text, store.spec_uri)
+    expected = None if sweep is None else [SystemId(s.dataset, s.model, s.generator, s.seed) for s in sweep.systems()]
     manifests = store.manifests()
     committed = {_system_id(m): str(m.get("system_key")) for m in manifests}
     failed = {}
@@ -157,9 +129,9 @@ def coverage(store: ResultsStore) -> Coverage:
         planned = set(expected)
         missing = [s for s in expected if s not in committed]
         unexpected = sorted(s for s in committed if s not in planned)
-    name = str(spec.get("name") or store.path.rstrip("/").rsplit("/", 1)[-1])
-    return Coverage(name=name, spec_text=spec_text, spec=spec, axes=axes, expected=expected,
-                    committed=committed, failed=failed, missing=missing, unexpected=unexpected,
+    return Coverage(name=sweep.name if sweep else store.sweep_name, description=sweep.description if sweep else "",
+                    spec_text=spec_text, sweep=sweep, spec_problems=problems, axes=_axes(sweep) if sweep else {},
+                    expected=expected, committed=committed, failed=failed, missing=missing, unexpected=unexpected,
                     manifests=manifests)
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "fmt",
     "fmt_mean_std",
     "slug",
+    "is_missing",
     "is_significant",
 ]
 
@@ -61,13 +62,14 @@ def order_metrics(metrics: Iterable[str]) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def _missing(value: float | None) -> bool:
+def is_missing(value: float | None) -> bool:
+    """No value: None (polars' null) or NaN."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
     """A number with ``digits`` significant digits (no exponent for |x| >= 1e-4); '–' when missing."""
-    if _missing(value):
+    if is_missing(value):
         return "\u2013"
     if value == 0:
         return "0"
@@ -78,7 +80,7 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def is_significant(share: float | None) -> bool:
     """The report's significance rule: at least half of the seeds have p < 0.05."""
-    return not _missing(share) and share >= SIGNIFICANT_SHARE
+    return not is_missing(share) and share >= SIGNIFICANT_SHARE
 
 
 def fmt_mean_std(mean: float | None, std: float | None, share: float | None = None, digits: int = 3) -> str:
@@ -87,14 +89,14 @@ def fmt_mean_std(mean: float | None, std: float | None, share: float | None = No
     Both numbers get the same decimals: enough for ``digits`` significant digits of the
     mean (at most 8); means below 1e-4 in magnitude use scientific notation.
     """
-    if _missing(mean):
+    if is_missing(mean):
         return "\u2013"
     if mean != 0 and abs(mean) < 1e-4:
-        text = f"{mean:.{digits - 1}e}" + ("" if _missing(std) else f" \u00b1 {std:.{digits - 1}e}")
+        text = f"{mean:.{digits - 1}e}" + ("" if is_missing(std) else f" \u00b1 {std:.{digits - 1}e}")
     else:
         magnitude = math.floor(math.log10(abs(mean))) if mean != 0 else 0
         decimals = min(8, max(0, digits - 1 - magnitude))
-        text = f"{mean:.{decimals}f}" + ("" if _missing(std) else f" \u00b1 {std:.{decimals}f}")
+        text = f"{mean:.{decimals}f}" + ("" if is_missing(std) else f" \u00b1 {std:.{decimals}f}")
     return text + ("\u2020" if is_significant(share) else "")
 
 

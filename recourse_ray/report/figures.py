@@ -29,7 +29,7 @@ from matplotlib.patches import Patch
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import MaxNLocator
 
-from recourse_ray.report._format import SUMMARY_METRICS, is_significant, metric_label
+from recourse_ray.report._format import SUMMARY_METRICS, is_missing, is_significant, metric_label
 
 __all__ = [
     "OKABE_ITO",
@@ -149,10 +149,6 @@ def _lookup(frame: pl.DataFrame, keys: Sequence[str]) -> dict[tuple, dict]:
     return {tuple(r[k] for k in keys): r for r in frame.iter_rows(named=True)}
 
 
-def _missing(v: float | None) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
-
-
 def _legend_handles(generators: Sequence[str], styles: Mapping[str, dict], *, bars: bool) -> list:
     if bars:
         return [Patch(facecolor=styles[g]["color"], edgecolor="black", linewidth=0.4, label=g) for g in generators]
@@ -226,10 +222,10 @@ def iter_summary_figures(
                 xs, means, stds, colours, hatched, marked, tops = [], [], [], [], [], [], []
                 for k, gen in enumerate(generators):
                     row = data.get((model, gen, metric))
-                    if row is None or _missing(row["mean"]):
+                    if row is None or is_missing(row["mean"]):
                         drawn.append(ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=6, color="#555555"))
                         continue
-                    std = 0.0 if _missing(row["std"]) else row["std"]
+                    std = 0.0 if is_missing(row["std"]) else row["std"]
                     incomplete = expected_seeds is not None and row["n_seeds"] < expected_seeds
                     incomplete_seen |= incomplete
                     xs.append(k)
@@ -487,8 +483,8 @@ def initial_scores_figure(
             means, stds = [], []
             for d in datasets:
                 row = data.get((d, model, metric))
-                means.append(np.nan if row is None or _missing(row["mean"]) else row["mean"])
-                stds.append(0.0 if row is None or _missing(row["std"]) else row["std"])
+                means.append(np.nan if row is None or is_missing(row["mean"]) else row["mean"])
+                stds.append(0.0 if row is None or is_missing(row["std"]) else row["std"])
             ax.bar(x - 0.4 + bar_w * (k + 0.5), means, width=bar_w, yerr=stds, color=styles[model]["color"],
                    edgecolor="black", linewidth=0.4, error_kw={"elinewidth": 0.8}, label=model)
         ax.set_xticks(x, list(datasets), rotation=30, ha="right")

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
-from recourse_ray.report._format import is_significant, metric_label
+from recourse_ray.report._format import is_missing, is_significant, metric_label
 
 __all__ = ["latex_escape", "column_format", "latex_cell", "final_round_latex"]
 
@@ -36,16 +36,12 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _missing(v: float | None) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def column_format(means: Sequence[float | None]) -> tuple[int, int]:
     """(power-of-ten exponent to scale by, decimals) for a column of means.
 
     Example: means up to 2.1e-4 -> (-4, 3): the column shows ``value / 1e-4`` with three decimals.
     """
-    finite = [abs(m) for m in means if not _missing(m) and m != 0]
+    finite = [abs(m) for m in means if not is_missing(m) and m != 0]
     largest = max(finite, default=0.0)
     exponent = math.floor(math.log10(largest)) if 0 < largest < 0.01 else 0
     scaled = largest / 10.0**exponent
@@ -60,10 +56,10 @@ def _number(value: float, exponent: int, decimals: int) -> str:
 
 def latex_cell(mean: float | None, std: float | None, share: float | None, *, exponent: int = 0, decimals: int = 3) -> str:
     r"""``$mean \pm std$`` (``^{\dagger}`` when significant); ``--`` when the mean is missing."""
-    if _missing(mean):
+    if is_missing(mean):
         return "--"
     body = _number(mean, exponent, decimals)
-    if not _missing(std):
+    if not is_missing(std):
         body += rf" \pm {_number(std, exponent, decimals)}"
     if is_significant(share):
         body += r"^{\dagger}"

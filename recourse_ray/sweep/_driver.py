@@ -182,8 +182,12 @@ class _Running:
     started: float | None = None
 
 
-def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, store_states: bool, max_in_flight: int):
-    # Shared setup: data on the driver, pretraining as tasks, all passed by reference.
+def _submit_setup(todo) -> tuple[dict, dict, dict]:
+    """Shared setup: data split on the driver, pretraining as tasks, all passed by reference.
+
+    Returns:
+        (splits, models, vaes): object refs keyed by data, model and VAE key.
+    """
     splits, models, vaes = {}, {}, {}
     for s in todo:
         if s.data_key not in splits:
@@ -196,79 +200,102 @@ def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, st
                     options=s.dataset_options,
                 )
             )
-    needs_vae = {s.key: s.create_generator().needs_vae for s in todo}  # built once per system
     for s in todo:
         if s.model_key not in models:
             models[s.model_key] = _tasks.pretrain_task.remote(splits[s.data_key], s)
-        if needs_vae[s.key] and s.vae_key not in vaes:
+        if s.needs_vae and s.vae_key not in vaes:
             vaes[s.vae_key] = _tasks.vae_task.remote(splits[s.data_key], s)
+    return splits, models, vaes
 
-    queue = deque(todo)
-    running: dict[object, _Running] = {}
 
-    def submit() -> None:
-        while queue and len(running) < max_in_flight:
-            s = queue.popleft()
-            vae_ref = vaes.get(s.vae_key) if needs_vae[s.key] else None
-            gen = _tasks.system_task.remote(s, splits[s.data_key], models[s.model_key], vae_ref, store_states)
-            running[gen] = _Running(spec=s, gen=gen)
-        bar.update(running=len(running))
+class _Execution:
+    """The driver loop's state: queued and running systems, and what happens to their messages."""
 
-    def fail(run: _Running, first: str, full: str) -> None:
+    def __init__(self, todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, store_states: bool,
+                 max_in_flight: int) -> None:
+        self.store, self.outcome, self.bar = store, outcome, bar
+        self.store_states, self.max_in_flight = store_states, max_in_flight
+        self.splits, self.models, self.vaes = _submit_setup(todo)
+        self.queue = deque(todo)
+        self.running: dict[object, _Running] = {}
+
+    def submit(self) -> None:
+        while self.queue and len(self.running) < self.max_in_flight:
+            s = self.queue.popleft()
+            vae_ref = self.vaes.get(s.vae_key) if s.needs_vae else None
+            gen = _tasks.system_task.remote(s, self.splits[s.data_key], self.models[s.model_key], vae_ref,
+                                            self.store_states)
+            self.running[gen] = _Running(spec=s, gen=gen)
+        self.bar.update(running=len(self.running))
+
+    def fail(self, run: _Running, first: str, full: str) -> None:
         s = run.spec
-        store.write_failure(
+        self.store.write_failure(
             s.key,
             {**s.identity_columns(), "error": first, "traceback": full, "time": time.time(), "settings": s.resolved()},
         )
-        outcome.failed[s.key] = first
-        bar.update(failed=1)
+        self.outcome.failed[s.key] = first
+        self.bar.update(failed=1)
         logger.error("System %s failed: %s", s.label, first)
 
-    submit()
-    try:
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            now = time.perf_counter()
-            for gen in ready:
-                run = running[gen]
-                try:
-                    ref = next(gen)
-                    msg = ray.get(ref)
-                except StopIteration:
-                    del running[gen]
-                    fail(run, "RuntimeError: the system task ended without its summary", "")
-                    continue
-                except (ray.exceptions.RayError, Exception) as exc:  # noqa: BLE001 - recorded, sweep goes on
-                    del running[gen]
-                    first, full = _tasks.format_exception(exc)
-                    fail(run, first, full)
-                    continue
-                if run.started is None:
-                    run.started = now
-                if msg["kind"] == "round":
-                    if msg["round"] not in run.rows:
-                        bar.update(rounds=msg["round"] - max(run.rows, default=0))
-                    run.rows[msg["round"]] = msg["rows"]
-                    bar.update(rows=len(msg["rows"]))
-                else:
-                    del running[gen]
-                    _commit(run, msg, store, store_states)
-                    outcome.done.append(run.spec.key)
-                    bar.update(done=1)
-            for gen, run in list(running.items()):
-                timeout = run.spec.timeout_s
-                if timeout and run.started is not None and now - run.started > timeout:
-                    ray.cancel(gen, force=True)
-                    del running[gen]
-                    fail(run, f"TimeoutError: the system exceeded its timeout of {timeout:g} s and was cancelled", "")
-            submit()
-    except (KeyboardInterrupt, StorageError):
-        for gen in running:
+    def receive(self, gen, now: float) -> None:
+        """Take the next message of a ready stream: rows of a round, the summary, or an error."""
+        run = self.running[gen]
+        try:
+            msg = ray.get(next(gen))
+        except StopIteration:
+            del self.running[gen]
+            self.fail(run, "RuntimeError: the system task ended without its summary", "")
+            return
+        except (ray.exceptions.RayError, Exception) as exc:  # noqa: BLE001 - recorded, sweep goes on
+            del self.running[gen]
+            self.fail(run, *_tasks.format_exception(exc))
+            return
+        if run.started is None:
+            run.started = now
+        if msg["kind"] == "round":
+            if msg["round"] not in run.rows:
+                self.bar.update(rounds=msg["round"] - max(run.rows, default=0))
+            run.rows[msg["round"]] = msg["rows"]
+            self.bar.update(rows=len(msg["rows"]))
+        else:
+            del self.running[gen]
+            _commit(run, msg, self.store, self.store_states)
+            self.outcome.done.append(run.spec.key)
+            self.bar.update(done=1)
+
+    def cancel_overdue(self, now: float) -> None:
+        for gen, run in list(self.running.items()):
+            timeout = run.spec.timeout_s
+            if timeout and run.started is not None and now - run.started > timeout:
+                ray.cancel(gen, force=True)
+                del self.running[gen]
+                self.fail(run, f"TimeoutError: the system exceeded its timeout of {timeout:g} s and was cancelled", "")
+
+    def cancel_all(self) -> None:
+        for gen in self.running:
             try:
                 ray.cancel(gen, force=True)
             except Exception:  # noqa: BLE001 - best effort while stopping
                 pass
-        raise
+
+    def run(self) -> None:
+        self.submit()
+        try:
+            while self.running:
+                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=1.0)
+                now = time.perf_counter()
+                for gen in ready:
+                    self.receive(gen, now)
+                self.cancel_overdue(now)
+                self.submit()
+        except (KeyboardInterrupt, StorageError):
+            self.cancel_all()
+            raise
+
+
+def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, store_states: bool, max_in_flight: int):
+    _Execution(todo, store, outcome, bar, store_states, max_in_flight).run()
 
 
 def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: bool) -> None:

@@ -7,7 +7,6 @@ rows (the driver keys buffered rows by round, so a replay cannot duplicate them)
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import socket
@@ -108,8 +107,6 @@ def _run_system(spec, split, pretrained, vae_out, store_state: bool):
         metric_settings=spec.metrics,
         vae=vae,
     )
-    if os.environ.get("RECOURSE_RAY_TEST_FAIL") == spec.generator:
-        raise RuntimeError(f"injected failure for generator {spec.generator!r} (RECOURSE_RAY_TEST_FAIL)")
     for out in system.run():
         yield {"kind": "round", "round": out.round, "rows": out.rows}
     summary = {
