@@ -18,6 +18,8 @@ __all__ = ["SimulationSettings", "SetupSettings", "EXECUTION_ONLY"]
 
 # Settings that choose how a system runs, not what it computes (kept out of system keys).
 EXECUTION_ONLY = ("device",)
+CANDIDATE_RULES = ("predicted_negative", "not_certain")
+SELECTION_RULES = ("common_random_numbers", "lockstep")
 
 
 def _device_problems(device: Any) -> list[str]:
@@ -73,6 +75,21 @@ class SimulationSettings:
             model does not take the fused path (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
             ``"mps"``); never required. It changes speed, not results' meaning, and is
             kept out of system keys.
+        candidates: who may be selected: ``"predicted_negative"`` (the study: rows the
+            current model predicts as non-target) or ``"not_certain"`` (the reference
+            implementation v0.1.0: rows whose float32 probability is not exactly 1.0,
+            positives included; a bug, fixed in its v0.1.2).
+        selection: ``"common_random_numbers"`` (independent systems drawing from one
+            keyed order, SPEC §2) or ``"lockstep"`` (the reference's protocol: the
+            systems of a (dataset, seed) cohort advance round by round and select from
+            the intersection of their candidate sets; in a sweep the cohort runs as one
+            unit).
+        retrain_shuffle: shuffle the training rows every epoch (False: index order, as
+            the reference).
+        retrain_when_none_selected: retrain in rounds where nobody was selected (the
+            reference skips them).
+        reference_recourse_metrics: also emit the reference's recourse columns
+            (success rate and distance measured after retraining, ``n_individuals``).
     """
 
     rounds: int = 50
@@ -86,6 +103,11 @@ class SimulationSettings:
     vae_batch_size: int = 50
     implement_only_valid: bool = False
     device: str = "cpu"
+    candidates: str = "predicted_negative"
+    selection: str = "common_random_numbers"
+    retrain_shuffle: bool = True
+    retrain_when_none_selected: bool = True
+    reference_recourse_metrics: bool = False
 
     def problems(self) -> list[str]:
         out = check_fields(
@@ -105,8 +127,12 @@ class SimulationSettings:
         )
         if self.recourse_share == 0:
             out.append(param_message("recourse_share", "simulation", "> 0", 0))
-        if not isinstance(self.implement_only_valid, bool):
-            out.append(param_message("implement_only_valid", "simulation", "a bool", self.implement_only_valid))
+        for name in ("implement_only_valid", "retrain_shuffle", "retrain_when_none_selected", "reference_recourse_metrics"):
+            if not isinstance(getattr(self, name), bool):
+                out.append(param_message(name, "simulation", "a bool", getattr(self, name)))
+        for name, allowed in (("candidates", CANDIDATE_RULES), ("selection", SELECTION_RULES)):
+            if getattr(self, name) not in allowed:
+                out.append(param_message(name, "simulation", f"one of {', '.join(map(repr, allowed))}", getattr(self, name)))
         out.extend(_device_problems(self.device))
         return out
 
@@ -127,6 +153,8 @@ class SetupSettings:
         vae_latent_dim / vae_hidden / vae_epochs / vae_batch_size: the VAE of latent
             generators (study: latent 2 synthetic / 8 real-world; 100 / 250 epochs; batch 50).
         vae_kl_weight: weight of the VAE's KL term (see models/vae.py for why 0.1).
+        pretrain_shuffle: shuffle the rows every pretraining epoch (False: index order,
+            as the reference).
     """
 
     n_samples: int | None = None
@@ -139,6 +167,7 @@ class SetupSettings:
     vae_epochs: int = 100
     vae_batch_size: int = 50
     vae_kl_weight: float = 0.1
+    pretrain_shuffle: bool = True
 
     def problems(self) -> list[str]:
         out = check_fields(
@@ -158,4 +187,6 @@ class SetupSettings:
         )
         if self.n_samples is not None and check_int(self.n_samples, "n_samples", "setup", 4):
             out.append(param_message("n_samples", "setup", "an int >= 4 or null", self.n_samples))
+        if not isinstance(self.pretrain_shuffle, bool):
+            out.append(param_message("pretrain_shuffle", "setup", "a bool", self.pretrain_shuffle))
         return out

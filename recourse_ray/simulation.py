@@ -36,6 +36,8 @@ __all__ = [
     "RecourseSystem",
     "SimulationDiverged",
     "prepare_data",
+    "select_from",
+    "cohort_candidates",
     "pretrain_model",
     "pretrain_vae",
 ]
@@ -175,6 +177,31 @@ def _finite_or_none(x: float | None) -> float | None:
 
 
 # ---------------------------------------------------------------------------- round loop
+def select_from(candidates: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """The first ``round_half_even(share * |candidates|)`` candidates in a permutation drawn from ``rng``.
+
+    Args:
+        candidates: (n,) bool mask.
+        share: mu, the share of the candidates to select.
+        rng: the round's selection stream (one permutation of all n rows is drawn, so
+            systems with equal candidate sets select equal rows).
+
+    Returns:
+        (n_select,) int64 row indices, in the permutation's order.
+    """
+    n_select = int(round(share * int(candidates.sum())))  # half-even
+    order = rng.permutation(len(candidates))
+    return order[candidates[order]][:n_select]
+
+
+def cohort_candidates(masks: list[np.ndarray]) -> np.ndarray:
+    """The intersection of a lockstep cohort's candidate sets (the reference's rule)."""
+    out = np.asarray(masks[0], dtype=bool).copy()
+    for m in masks[1:]:
+        out &= np.asarray(m, dtype=bool)
+    return out
+
+
 class RecourseSystem:
     """One recourse system evolving over rounds (SPEC §2).
 
@@ -222,6 +249,8 @@ class RecourseSystem:
         self.X = train.X.copy()
         self.y = train.y.copy()
         self.received = np.zeros(len(self.y), dtype=bool)
+        self.chosen = np.zeros(len(self.y), dtype=bool)  # selected at least once
+        self.last_search: tuple[np.ndarray | None, Any] = (None, None)
         self.negatives0 = self.initial_model.predict(self.X) == 0
         self.X_original = np.concatenate([train.X, test.X])
         self.grid = metrics_mod.make_grid(
@@ -251,21 +280,45 @@ class RecourseSystem:
             ident.seed, t,
         )
 
-    def select(self, t: int) -> np.ndarray:
-        """Indices selected for recourse in round ``t`` (common random numbers)."""
-        candidates = self.model.predict(self.X) == 0
-        n_select = int(round(self.settings.recourse_share * int(candidates.sum())))  # half-even
-        order = self._crn("select", t).permutation(len(self.y))
-        return order[candidates[order]][:n_select]
+    def candidates(self) -> np.ndarray:
+        """(n_train,) bool: who may be selected now, under the current model.
 
-    def step(self, t: int) -> dict:
-        """Run round ``t``: select, generate, implement, retrain. Returns recourse stats."""
+        ``settings.candidates`` chooses the rule: rows predicted as non-target (the
+        study), or rows whose float32 probability is not exactly 1.0 (the reference
+        implementation v0.1.0, positives included: a bug it fixed in v0.1.2).
+        """
+        if self.settings.candidates == "not_certain":
+            return self.model.predict_proba(self.X).astype(np.float32) != np.float32(1.0)
+        return self.model.predict(self.X) == 0
+
+    def select(self, t: int, candidates: np.ndarray | None = None) -> np.ndarray:
+        """Indices selected for recourse in round ``t`` (common random numbers).
+
+        Args:
+            t: the round.
+            candidates: (n_train,) bool, the candidate set to draw from; default
+                :meth:`candidates`. A lockstep cohort passes the intersection of its
+                systems' sets, so all of them select the same rows.
+        """
+        mask = self.candidates() if candidates is None else np.asarray(candidates, dtype=bool)
+        return select_from(mask, self.settings.recourse_share, self._crn("select", t))
+
+    def step(self, t: int, candidates: np.ndarray | None = None) -> dict:
+        """Run round ``t``: select, generate, implement, retrain. Returns recourse stats.
+
+        Args:
+            t: the round.
+            candidates: the candidate set to select from (see :meth:`select`).
+        """
         s = self.settings
-        selected = self.select(t)
+        selected = self.select(t, candidates)
+        self.chosen[selected] = True
         stats = {"n_recourse": 0, "validity": np.nan, "cost": np.nan, "iterations": np.nan}
         start = time.perf_counter()
+        result = factuals = None
         if selected.size:
             n_train = len(self.y)
+            factuals = self.X[selected].copy()
             search_seeds = self._crn("search", t).integers(0, 2**63 - 1, size=n_train)[selected]
             choice = self._crn("implement", t).integers(0, s.n_counterfactuals, size=n_train)[selected]
             result = self.generator.search(
@@ -299,7 +352,10 @@ class RecourseSystem:
             if skipped:
                 logger.warning("Round %d: %d non-finite counterfactual(s) not applied.", t, skipped)
         self.timings["search"] += time.perf_counter() - start
-
+        # The reference measures recourse after retraining (see evaluate).
+        self.last_search = (factuals, result)
+        if selected.size == 0 and not s.retrain_when_none_selected:
+            return stats  # the reference retrains only after somebody acted
         start = time.perf_counter()
         self.model.fit(
             self.X,
@@ -359,15 +415,24 @@ class RecourseSystem:
             rows.append({"round": t, "metric": f"time_{phase}_s", "scope": "timing", "value": seconds, "p_value": None})
         return rows
 
+    def start(self) -> RoundOutput:
+        """Round 0: the initial state's metric rows."""
+        self.evaluation_rounds = set(self.settings.evaluation_rounds())
+        return RoundOutput(0, self.evaluate(0, None))
+
+    def advance(self, t: int, candidates: np.ndarray | None = None) -> RoundOutput | None:
+        """Run round ``t`` (see :meth:`step`); its rows when ``t`` is an evaluation round, else None."""
+        stats = self.step(t, candidates)
+        self.round = t
+        return RoundOutput(t, self.evaluate(t, stats)) if t in self.evaluation_rounds else None
+
     def run(self) -> Iterator[RoundOutput]:
         """Evaluate round 0, then run every round; yields one RoundOutput per evaluation round."""
-        evaluation_rounds = set(self.settings.evaluation_rounds())
-        yield RoundOutput(0, self.evaluate(0, None))
+        yield self.start()
         for t in range(1, self.settings.rounds + 1):
-            stats = self.step(t)
-            self.round = t
-            if t in evaluation_rounds:
-                yield RoundOutput(t, self.evaluate(t, stats))
+            out = self.advance(t)
+            if out is not None:
+                yield out
 
     def state_arrays(self, surface_points: int = 60) -> dict[str, np.ndarray]:
         """The final state as arrays (data, weights and, for 2-D data, probability surfaces)."""
