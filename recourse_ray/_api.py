@@ -16,6 +16,7 @@ import polars as pl
 from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
+from recourse_ray import protocols as protocols_mod
 from recourse_ray._config import build_settings
 from recourse_ray.simulation import (
     RecourseSystem,
@@ -81,6 +82,7 @@ def simulate(
     dataset_options: dict | None = None,
     model_options: dict | None = None,
     generator_options: dict | None = None,
+    protocol: str | dict | None = None,
     **settings,
 ) -> SimulationResult:
     """Simulate one recourse system for ``rounds`` rounds (SPEC §2) and return its metrics.
@@ -97,6 +99,9 @@ def simulate(
         metrics: ``MetricSettings`` or a dict of its fields.
         dataset_options / model_options / generator_options: passed to the loader, to
             ``models.create`` and to ``generators.create``.
+        protocol: a protocol name (``"ard-0.1.0"``) or ``{"name": ..., "without": [...]}``
+            (``recourse_ray.protocols``): its settings under the ones given here. One
+            system is a cohort of one, so ``lockstep`` selection equals its own.
         **settings: fields of ``SimulationSettings`` (recourse_share, n_counterfactuals,
             evaluate_every, retrain_epochs, retrain_batch_size, ...).
 
@@ -104,13 +109,26 @@ def simulate(
         >>> result = simulate("overlapping", "logistic_regression", "generic", rounds=10)  # doctest: +SKIP
         >>> result.metrics.filter(pl.col("metric") == "domain_mmd")  # doctest: +SKIP
     """
-    sim = _settings_from(SimulationSettings, {"rounds": rounds, **settings}, "simulation")
-    setup_s = setup if isinstance(setup, SetupSettings) else _settings_from(SetupSettings, dict(setup or {}), "setup")
+    problems: list[str] = []
+    proto = protocols_mod.resolve(protocol, problems)
+    if problems:
+        raise ValueError("Invalid protocol: " + " ".join(problems))
+    sim = _settings_from(SimulationSettings, {**proto.simulation, "rounds": rounds, **settings}, "simulation")
+    if isinstance(setup, SetupSettings):
+        setup_s = setup
+    else:
+        setup_s = _settings_from(SetupSettings, {**proto.setup, **dict(setup or {})}, "setup")
     if metrics is None or isinstance(metrics, dict):
-        metric_s = _settings_from(metrics_mod.MetricSettings, dict(metrics or {}), "metrics")
+        metric_s = _settings_from(metrics_mod.MetricSettings, {**proto.metrics, **dict(metrics or {})}, "metrics")
     else:
         metric_s = metrics
-    gen = gen_mod.create(generator, **(generator_options or {})) if isinstance(generator, str) else generator
+    if isinstance(generator, str):
+        options = protocols_mod.deep_merge(proto.generator_overrides(generator), generator_options or {})
+        gen = gen_mod.create(generator, **options)
+    else:
+        gen = generator
+    if isinstance(model, str):
+        model_options = protocols_mod.deep_merge(proto.model_params(model), model_options or {})
     gen_name = generator if isinstance(generator, str) else getattr(generator, "name", type(generator).__name__)
     dname = dataset if isinstance(dataset, str) else dataset.name
     train, test = prepare_data(dataset, setup_seed=0, sweep_seed=sweep_seed, settings=setup_s, options=dataset_options)

@@ -1,4 +1,4 @@
-"""The ``recourse-ray`` command line: run | resume | status | report | validate | datasets | generators | models.
+"""The ``recourse-ray`` command line: run | resume | status | report | compare | validate | datasets | generators | models.
 
 Exit codes: 0 everything done, 1 some systems failed, 2 bad input (nothing was run and
 nothing on disk was changed), 130 interrupted.
@@ -63,6 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="aggregate report (HTML, Markdown, figures, tables) of a results directory")
     p.add_argument("results_dir")
     p.add_argument("-o", "--out", default=None, help="output folder (default: reports/<sweep name>)")
+    p.add_argument("--reference", default=None, metavar="CSV",
+                   help="output file of the reference implementation: adds the section 'Against the reference implementation'")
+    p.add_argument("--mapping", default=None, metavar="FILE", help="with --reference: reference names -> ours (YAML/JSON)")
+
+    p = sub.add_parser("compare", help="compare a results directory with the reference implementation's output file")
+    p.add_argument("results_dir", help="a sweep's results directory (RESULTS/<sweep name>)")
+    p.add_argument("--reference", required=True, metavar="CSV", help="the reference implementation's output file")
+    p.add_argument("--mapping", default=None, metavar="FILE", help="reference names -> ours (YAML/JSON; see docs/compare.md)")
+    p.add_argument("--map-model", action="append", default=[], metavar="REF=OURS", help="map a reference model (repeatable; REF= leaves it out)")
+    p.add_argument("--map-generator", action="append", default=[], metavar="REF=OURS", help="map a reference generator, e.g. Generic=generic_ref")
+    p.add_argument("--map-metric", action="append", default=[], metavar="REF=OURS", help="map a reference metric, e.g. mmd/domain=domain_mmd")
+    p.add_argument("--dataset", default=None, help="our dataset the reference ran on (default: the only one, or the file's name)")
+    rounds = p.add_mutually_exclusive_group()
+    rounds.add_argument("--round", type=int, default=None, help="compare this round (default: the final round both have)")
+    rounds.add_argument("--all-rounds", action="store_true", help="compare every round both have")
+    p.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
+                   help="our metrics of the agreement rate (default: domain_mmd model_mmd model_mmd_grid disagreement)")
+    p.add_argument("--ratio", type=float, default=1.5, help="a cell agrees when ours/reference is within x RATIO (default: 1.5)")
+    p.add_argument("--abs", type=float, default=0.01, dest="abs_tolerance", metavar="ABS",
+                   help="... or the means differ by at most ABS (default: 0.01)")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: reports/<sweep name>/comparison)")
 
     p = sub.add_parser("validate", help="check a sweep file and print its grid")
     p.add_argument("sweep")
@@ -244,11 +265,62 @@ def cmd_report(args) -> int:
         store.check()
     except NotAResultsDirectory as exc:
         return _bad_input(str(exc))
+    if args.mapping and not args.reference:
+        return _bad_input("--mapping needs --reference (the reference implementation's output file).")
+    from recourse_ray.compare import ComparisonError
     from recourse_ray.report import build_report
 
     out = args.out or str(Path("reports") / store.sweep_name)
-    path = build_report(args.results_dir, out)
+    try:
+        path = build_report(args.results_dir, out, reference=args.reference, mapping=args.mapping)
+    except ComparisonError as exc:
+        return _bad_input(str(exc))
     print(f"report written to {path}")
+    return EXIT_OK
+
+
+def _inside(path: Path, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it."""
+    return path.resolve().is_relative_to(Path(folder).resolve())
+
+
+def cmd_compare(args) -> int:
+    from recourse_ray import compare as cmp
+    from recourse_ray._config import check_int, check_real
+    from recourse_ray.store import NotAResultsDirectory, ResultsStore
+
+    store = ResultsStore(args.results_dir)
+    try:
+        store.check()
+    except NotAResultsDirectory as exc:
+        return _bad_input(str(exc))
+    owner = "recourse-ray compare"
+    problem = (check_real(args.ratio, "--ratio", owner, low=1, low_open=True, kind="a number")
+               or check_real(args.abs_tolerance, "--abs", owner, low=0, kind="a number")
+               or (check_int(args.round, "--round", owner, low=0) if args.round is not None else None))
+    if problem:
+        return _bad_input(problem)
+    out = Path(args.out) if args.out else Path("reports") / store.sweep_name / "comparison"
+    if store.local and _inside(out, store.path):
+        return _bad_input(f"-o {out} lies inside the results directory {store.uri}; the comparison is never written there.")
+    try:
+        mapping = cmp.load_mapping(args.mapping) if args.mapping else cmp.ReferenceMapping()
+        mapping = mapping.override(models=cmp.parse_assignments(args.map_model, "--map-model", owner),
+                                   generators=cmp.parse_assignments(args.map_generator, "--map-generator", owner),
+                                   metrics=cmp.parse_assignments(args.map_metric, "--map-metric", owner))
+        reference = cmp.read_reference(args.reference, mapping)
+        rounds = "all" if args.all_rounds else ("final" if args.round is None else args.round)
+        comparison = cmp.compare(store, reference, mapping, rounds=rounds, dataset=args.dataset, metrics=args.metrics,
+                                 ratio=args.ratio, abs_tolerance=args.abs_tolerance, reference_source=args.reference)
+    except cmp.ComparisonError as exc:
+        return _bad_input(str(exc))
+    print(cmp.format_comparison(comparison))
+    try:
+        paths = cmp.write_comparison(comparison, out, title=f"{store.sweep_name}: comparison with the reference implementation")
+    except OSError as exc:
+        print(f"recourse-ray: error: cannot write the comparison to {out}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"comparison written to {', '.join(str(p) for p in paths)}")
     return EXIT_OK
 
 
@@ -387,6 +459,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "status": cmd_status,
     "report": cmd_report,
+    "compare": cmd_compare,
     "validate": cmd_validate,
     "datasets": cmd_datasets,
     "generators": cmd_generators,

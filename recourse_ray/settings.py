@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from recourse_ray._config import check_fields, check_int, param_message
+from recourse_ray._config import check_fields, check_int, check_real, param_message
 
 __all__ = ["SimulationSettings", "SetupSettings", "EXECUTION_ONLY"]
 
@@ -20,6 +20,7 @@ __all__ = ["SimulationSettings", "SetupSettings", "EXECUTION_ONLY"]
 EXECUTION_ONLY = ("device",)
 CANDIDATE_RULES = ("predicted_negative", "not_certain")
 SELECTION_RULES = ("common_random_numbers", "lockstep")
+VAE_OBJECTIVES = ("scaled", "reference")
 
 
 def _device_problems(device: Any) -> list[str]:
@@ -88,8 +89,6 @@ class SimulationSettings:
             the reference).
         retrain_when_none_selected: retrain in rounds where nobody was selected (the
             reference skips them).
-        reference_recourse_metrics: also emit the reference's recourse columns
-            (success rate and distance measured after retraining, ``n_individuals``).
     """
 
     rounds: int = 50
@@ -107,7 +106,6 @@ class SimulationSettings:
     selection: str = "common_random_numbers"
     retrain_shuffle: bool = True
     retrain_when_none_selected: bool = True
-    reference_recourse_metrics: bool = False
 
     def problems(self) -> list[str]:
         out = check_fields(
@@ -127,7 +125,7 @@ class SimulationSettings:
         )
         if self.recourse_share == 0:
             out.append(param_message("recourse_share", "simulation", "> 0", 0))
-        for name in ("implement_only_valid", "retrain_shuffle", "retrain_when_none_selected", "reference_recourse_metrics"):
+        for name in ("implement_only_valid", "retrain_shuffle", "retrain_when_none_selected"):
             if not isinstance(getattr(self, name), bool):
                 out.append(param_message(name, "simulation", "a bool", getattr(self, name)))
         for name, allowed in (("candidates", CANDIDATE_RULES), ("selection", SELECTION_RULES)):
@@ -155,6 +153,15 @@ class SetupSettings:
         vae_kl_weight: weight of the VAE's KL term (see models/vae.py for why 0.1).
         pretrain_shuffle: shuffle the rows every pretraining epoch (False: index order,
             as the reference).
+        vae_objective: ``"scaled"`` (ours: reconstruction scaled by the data, KL weight
+            0.1; docs/semantics.md) or ``"reference"`` (the reference's: summed squared
+            error / batch + full KL + decoder weight decay; models/vae.py).
+        vae_decoder_weight_decay: weight of the squared L2 norm of the decoder's
+            parameters (None: the objective's default, 0 / 0.01).
+        vae_keep_optimizer: keep one Adam state across all of the VAE's fits (the
+            reference) instead of a fresh one per fit.
+        vae_per_system: each system trains its own VAE (the reference trained one per
+            system at its first search) instead of one per (dataset, setup seed).
     """
 
     n_samples: int | None = None
@@ -168,6 +175,10 @@ class SetupSettings:
     vae_batch_size: int = 50
     vae_kl_weight: float = 0.1
     pretrain_shuffle: bool = True
+    vae_objective: str = "scaled"
+    vae_decoder_weight_decay: float | None = None
+    vae_keep_optimizer: bool = False
+    vae_per_system: bool = False
 
     def problems(self) -> list[str]:
         out = check_fields(
@@ -187,6 +198,13 @@ class SetupSettings:
         )
         if self.n_samples is not None and check_int(self.n_samples, "n_samples", "setup", 4):
             out.append(param_message("n_samples", "setup", "an int >= 4 or null", self.n_samples))
-        if not isinstance(self.pretrain_shuffle, bool):
-            out.append(param_message("pretrain_shuffle", "setup", "a bool", self.pretrain_shuffle))
+        for name in ("pretrain_shuffle", "vae_keep_optimizer", "vae_per_system"):
+            if not isinstance(getattr(self, name), bool):
+                out.append(param_message(name, "setup", "a bool", getattr(self, name)))
+        if self.vae_objective not in VAE_OBJECTIVES:
+            out.append(param_message("vae_objective", "setup", f"one of {', '.join(map(repr, VAE_OBJECTIVES))}",
+                                     self.vae_objective))
+        decay = self.vae_decoder_weight_decay
+        if decay is not None and check_real(decay, "vae_decoder_weight_decay", "setup", 0.0):
+            out.append(param_message("vae_decoder_weight_decay", "setup", "a float >= 0 or null", decay))
         return out

@@ -128,6 +128,7 @@ def pretrain_model(
         batch_size=settings.pretrain_batch_size,
         lr=settings.pretrain_lr,
         seed=make_rng("pretrain", sweep_seed, dname, model, setup_seed),
+        **({} if settings.pretrain_shuffle else {"shuffle": False}),
     )
     _check_finite(clf, train.X, "pretraining")
     return clf
@@ -140,21 +141,31 @@ def pretrain_vae(
     sweep_seed: int = 0,
     settings: SetupSettings = SetupSettings(),
     dataset_name: str | None = None,
+    owner: tuple = (),
 ):
-    """Create and pretrain the VAE used by latent-space generators."""
+    """Create and pretrain the VAE used by latent-space generators.
+
+    Args:
+        owner: () for the VAE shared by a (dataset, setup seed); a system's
+            (model, generator, seed) when each system trains its own
+            (``settings.vae_per_system``), which keys its random streams.
+    """
     dname = dataset_name or train.name
     vae = models_mod.VAE(
         train.n_features,
         latent_dim=settings.vae_latent_dim,
         hidden=settings.vae_hidden,
         kl_weight=settings.vae_kl_weight,
-        seed=make_rng("vae-init", sweep_seed, dname, setup_seed),
+        seed=make_rng("vae-init", sweep_seed, dname, setup_seed, *owner),
+        objective=settings.vae_objective,
+        decoder_weight_decay=settings.vae_decoder_weight_decay,
+        keep_optimizer=settings.vae_keep_optimizer,
     )
     vae.fit(
         train.X,
         epochs=settings.vae_epochs,
         batch_size=settings.vae_batch_size,
-        seed=make_rng("vae-pretrain", sweep_seed, dname, setup_seed),
+        seed=make_rng("vae-pretrain", sweep_seed, dname, setup_seed, *owner),
     )
     return vae
 
@@ -250,14 +261,17 @@ class RecourseSystem:
         self.y = train.y.copy()
         self.received = np.zeros(len(self.y), dtype=bool)
         self.chosen = np.zeros(len(self.y), dtype=bool)  # selected at least once
-        self.last_search: tuple[np.ndarray | None, Any] = (None, None)
         self.negatives0 = self.initial_model.predict(self.X) == 0
         self.X_original = np.concatenate([train.X, test.X])
+        ms = self.metric_settings
         self.grid = metrics_mod.make_grid(
             self.X_original,
-            self.metric_settings.n_grid,
+            ms.n_grid,
             make_rng("grid", identity.sweep_seed, identity.dataset, identity.setup_seed),
+            kind=ms.grid,
+            steps=ms.grid_steps,
         )
+        self.round_benchmarks: list = []  # the reference's per-round recourse measures
         self.timings = {"search": 0.0, "retrain": 0.0, "evaluate": 0.0}
         self.round = 0
 
@@ -352,8 +366,6 @@ class RecourseSystem:
             if skipped:
                 logger.warning("Round %d: %d non-finite counterfactual(s) not applied.", t, skipped)
         self.timings["search"] += time.perf_counter() - start
-        # The reference measures recourse after retraining (see evaluate).
-        self.last_search = (factuals, result)
         if selected.size == 0 and not s.retrain_when_none_selected:
             return stats  # the reference retrains only after somebody acted
         start = time.perf_counter()
@@ -365,8 +377,16 @@ class RecourseSystem:
             lr=s.retrain_lr,
             seed=self._own("retrain", t),
             device=s.device,
+            # Only when asked: a user's classifier need not take the reference's order.
+            **({} if s.retrain_shuffle else {"shuffle": False}),
         )
         _check_finite(self.model, self.X, f"retraining in round {t}")
+        if self.metric_settings.reference_recourse_metrics and result is not None:
+            # The reference measures the round's recourse after retraining, over all K.
+            self.round_benchmarks.append(
+                metrics_mod.benchmark_round(self.model, factuals, result.counterfactuals,
+                                            self.generator.decision_threshold)
+            )
         if self.vae is not None and getattr(self.generator, "needs_vae", False) and s.vae_retrain_epochs > 0:
             self.vae.fit(self.X, epochs=s.vae_retrain_epochs, batch_size=s.vae_batch_size, seed=self._own("vae", t),
                          device=s.device)
@@ -379,13 +399,22 @@ class RecourseSystem:
         recourse = None
         if stats is not None:
             share = float(self.received[self.negatives0].mean()) if self.negatives0.any() else np.nan
+            reference = self.metric_settings.reference_recourse_metrics
             recourse = metrics_mod.RecourseStats(
                 n_recourse=stats["n_recourse"],
                 validity=stats["validity"],
                 cost=stats["cost"],
                 iterations=stats["iterations"],
                 share_recourse=share,
+                n_chosen=int(self.chosen.sum()) if reference else None,
+                round_benchmarks=tuple(self.round_benchmarks) if reference else (),
             )
+        ms = self.metric_settings
+        grid = self.grid
+        if ms.grid_redraw:
+            # The reference draws a new grid at every evaluation (the same for a cohort).
+            grid = metrics_mod.make_grid(self.X_original, ms.n_grid, self._crn("grid", t), kind=ms.grid,
+                                         steps=ms.grid_steps)
         ctx = metrics_mod.EvaluationContext(
             initial_model=self.initial_model,
             model=self.model,
@@ -395,7 +424,7 @@ class RecourseSystem:
             y_train=self.y,
             X_test=self.test.X,
             y_test=self.test.y,
-            grid=self.grid,
+            grid=grid,
             settings=self.metric_settings,
             rng=self._own("metrics", t),
             recourse=recourse,
@@ -410,10 +439,33 @@ class RecourseSystem:
             }
             for mv in metrics_mod.evaluate(ctx)
         ]
+        rows.extend(self._vae_rows(t))
         self.timings["evaluate"] += time.perf_counter() - start
         for phase, seconds in self.timings.items():
             rows.append({"round": t, "metric": f"time_{phase}_s", "scope": "timing", "value": seconds, "p_value": None})
         return rows
+
+    def _vae_rows(self, t: int) -> list[dict]:
+        """The VAE's state after its last fit: reconstruction error and whether it collapsed.
+
+        A collapsed VAE (decoded spread < 0.1 x the data's in every varying feature)
+        makes latent-space recourse land near the data mean; it is recorded, never silent.
+        """
+        vae = self.vae
+        if vae is None or getattr(vae, "reconstruction_error_", None) is None:
+            return []
+        spread = np.asarray(vae.decoded_spread_, dtype=np.float64)
+        data = np.asarray(vae.data_spread_, dtype=np.float64)
+        varying = data > 0
+        ratio = float((spread[varying] / data[varying]).min()) if varying.any() else None
+        return [
+            {"round": t, "metric": "vae_reconstruction_error", "scope": "generative",
+             "value": _finite_or_none(vae.reconstruction_error_), "p_value": None},
+            {"round": t, "metric": "vae_spread_ratio", "scope": "generative", "value": _finite_or_none(ratio),
+             "p_value": None},
+            {"round": t, "metric": "vae_collapsed", "scope": "generative", "value": float(bool(vae.collapsed)),
+             "p_value": None},
+        ]
 
     def start(self) -> RoundOutput:
         """Round 0: the initial state's metric rows."""

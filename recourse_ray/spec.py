@@ -30,6 +30,7 @@ from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
+from recourse_ray import protocols as protocols_mod
 from recourse_ray._config import build_settings, is_int, is_real, settings_dict, short_repr
 from recourse_ray._registry import import_object, is_import_path, suggest
 from recourse_ray.settings import EXECUTION_ONLY, SetupSettings, SimulationSettings
@@ -51,6 +52,7 @@ TOP_KEYS = (
     "models",
     "datasets",
     "timeout_s",
+    "protocol",
 )
 GRID_AXES = ("dataset", "model", "generator")
 # Keys of a dataset variant that are not options of its loader.
@@ -97,11 +99,17 @@ class SystemSpec:
     setup: SetupSettings
     metrics: Any  # recourse_ray.metrics.MetricSettings
     timeout_s: float | None = None
+    cohort: tuple = ()
     key: str = ""
 
     def resolved(self) -> dict:
-        """Everything that determines the system's output, as plain data."""
-        return {
+        """Everything that determines the system's output, as plain data.
+
+        Under lockstep selection a system's output also depends on the other members of
+        its cohort (their candidate sets are intersected), so they are part of it.
+        """
+        cohort = {"cohort": list(self.cohort)} if self.cohort else {}
+        return cohort | {
             "dataset": {"name": self.dataset, "preset": self.dataset_preset, "options": self.dataset_options},
             "model": {"name": self.model, "preset": self.model_preset, "params": self.model_params},
             "generator": {"name": self.generator, "config": self.generator_config},
@@ -137,10 +145,19 @@ class SystemSpec:
     def vae_key(self) -> str:
         """Key of the shared pretrained VAE."""
         s = self.setup
-        return _hash(
-            {"data": self.data_key, "latent": s.vae_latent_dim, "hidden": s.vae_hidden, "epochs": s.vae_epochs,
-             "batch": s.vae_batch_size, "kl_weight": s.vae_kl_weight}
-        )
+        shared = {"data": self.data_key, "latent": s.vae_latent_dim, "hidden": s.vae_hidden, "epochs": s.vae_epochs,
+                  "batch": s.vae_batch_size, "kl_weight": s.vae_kl_weight}
+        if (s.vae_objective, s.vae_decoder_weight_decay, s.vae_keep_optimizer) != ("scaled", None, False):
+            shared |= {"objective": s.vae_objective, "decay": s.vae_decoder_weight_decay,
+                       "keep_optimizer": s.vae_keep_optimizer}
+        if s.vae_per_system:
+            shared |= {"owner": list(self.vae_owner)}
+        return _hash(shared)
+
+    @property
+    def vae_owner(self) -> tuple:
+        """Who the system's VAE belongs to: () when shared, (model, generator, seed) when its own."""
+        return (self.model, self.generator, self.seed) if self.setup.vae_per_system else ()
 
     def identity_columns(self) -> dict:
         """The identity columns every row of this system carries (``store.IDENTITY_COLUMNS``)."""
@@ -187,12 +204,14 @@ class SweepSpec:
     datasets: dict = field(default_factory=dict)
     timeout_s: float | None = None
     source: str = "<string>"
+    protocol: protocols_mod.Resolved = field(default_factory=protocols_mod.Resolved)
     generator_configs: dict = field(default_factory=dict, repr=False, compare=False)
     latent: dict = field(default_factory=dict, repr=False, compare=False)
 
     def systems(self) -> list[SystemSpec]:
         """The grid expanded in a stable order (dataset, model, generator, seed)."""
         out = []
+        lockstep = self.simulation.selection == "lockstep"
         for d, m, g, seed in expand_grid(self.grid, self.seeds):
             dvar = self.datasets.get(d, {"preset": d})
             mvar = self.models.get(m, {"preset": m})
@@ -203,7 +222,7 @@ class SweepSpec:
                 dataset_options={k: v for k, v in dvar.items() if k not in DATASET_SECTIONS},
                 model=m,
                 model_preset=mvar["preset"],
-                model_params={k: v for k, v in mvar.items() if k != "preset"},
+                model_params=_model_params(mvar, self.protocol),
                 generator=g,
                 generator_config=self.generator_configs[(g, d)],
                 needs_vae=self.latent[(g, d)],
@@ -214,9 +233,21 @@ class SweepSpec:
                 setup=replace(self.setup, **dvar.get("setup", {})),
                 metrics=self.metrics,
                 timeout_s=self.timeout_s,
+                cohort=self._cohort(d) if lockstep else (),
             )
             out.append(replace(spec, key=_hash(spec.resolved())))
         return out
+
+    def _cohort(self, dataset: str) -> tuple:
+        """The (model, its parameters, generator, its description) of every member of a lockstep cohort."""
+        members = []
+        for m in self.grid["model"]:
+            mvar = self.models.get(m, {"preset": m})
+            for g in self.grid["generator"]:
+                members.append(
+                    (m, mvar["preset"], _model_params(mvar, self.protocol), g, self.generator_configs[(g, dataset)])
+                )
+        return tuple(members)
 
     def to_dict(self) -> dict:
         """The resolved spec as plain data (what ``sweep.yaml`` in the results holds)."""
@@ -234,7 +265,7 @@ class SweepSpec:
             "generators": self.generators,
             "models": self.models,
             "datasets": self.datasets,
-        }
+        } | ({} if self.protocol.name == protocols_mod.DEFAULT else {"protocol": self.protocol.to_raw()})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
@@ -301,6 +332,17 @@ def _scalars(raw: dict, problems: list[str]) -> dict:
     return out
 
 
+def _over(protocol_section: Mapping[str, Any], raw: Any) -> Any:
+    """A settings section of the sweep file over what the protocol sets (the file's values win)."""
+    if not protocol_section:
+        return raw
+    if raw is None:
+        return dict(protocol_section)
+    if isinstance(raw, Mapping):
+        return {**protocol_section, **raw}
+    return raw  # not a mapping: build_settings reports it
+
+
 def _settings(cls, raw: Any, section: str, problems: list[str], base=None):
     obj, found = build_settings(cls, raw, section, base)
     problems.extend(found)
@@ -348,9 +390,15 @@ def _variants(raw: Any, section: str, registry_names: list[str], kind: str, prob
     return out
 
 
-def _check_model(name: str, body: dict, problems: list[str]) -> None:
+def _model_params(variant: Mapping, protocol: protocols_mod.Resolved) -> dict:
+    """A model variant's parameters over the protocol's (the variant's own win)."""
+    own = {k: v for k, v in variant.items() if k != "preset"}
+    return protocols_mod.deep_merge(protocol.model_params(variant["preset"]), own)
+
+
+def _check_model(name: str, body: dict, protocol: protocols_mod.Resolved, problems: list[str]) -> None:
     try:
-        models_mod.create(body["preset"], input_dim=2, seed=0, **{k: v for k, v in body.items() if k != "preset"})
+        models_mod.create(body["preset"], input_dim=2, seed=0, **_model_params(body, protocol))
     except (KeyError, ValueError, TypeError) as exc:
         problems.append(f"Model '{name}': {_error_text(exc)}")
 
@@ -419,14 +467,15 @@ def _grid(raw: Any, known: dict[str, tuple[list[str], dict]], invalid: set, prob
 
 
 def _resolve_generators(
-    grid: dict, generators: dict, datasets: dict, invalid: set, problems: list[str]
+    grid: dict, generators: dict, datasets: dict, protocol: protocols_mod.Resolved, invalid: set,
+    problems: list[str],
 ) -> tuple[dict, dict]:
     """Build every (generator variant, dataset) pair's generator once.
 
-    The variant's overrides win over the dataset's ``search:`` block. A problem of the
-    variant alone is reported once, under the variant; one that only the merge causes
-    (a typo in a ``search:`` block, a key that does not apply to that generator) names
-    the dataset too.
+    The variant's overrides win over the dataset's ``search:`` block, which wins over
+    the protocol's overrides for the preset. A problem of the variant alone is reported
+    once, under the variant; one that only the merge causes (a typo in a ``search:``
+    block, a key that does not apply to that generator) names the dataset too.
 
     Returns:
         ({(g, d): Generator.to_dict()}, {(g, d): needs_vae}).
@@ -436,7 +485,9 @@ def _resolve_generators(
         if g in invalid:
             continue
         variant = generators.get(g, {"preset": g})
-        own = {k: v for k, v in variant.items() if k != "preset"}
+        own = protocols_mod.deep_merge(
+            protocol.generator_overrides(variant["preset"]), {k: v for k, v in variant.items() if k != "preset"}
+        )
         try:
             gen_mod.create(variant["preset"], **own)
         except (KeyError, ValueError, TypeError) as exc:
@@ -445,7 +496,7 @@ def _resolve_generators(
         for d in grid.get("dataset", ()):
             search = datasets.get(d, {}).get("search", {})
             try:
-                gen = gen_mod.create(variant["preset"], **{**search, **own})
+                gen = gen_mod.create(variant["preset"], **protocols_mod.deep_merge(search, own))
             except (KeyError, ValueError, TypeError) as exc:
                 problems.append(f"Dataset '{d}': its 'search' block with generator '{g}': {_error_text(exc)}")
                 continue
@@ -474,9 +525,10 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
         if key not in TOP_KEYS:
             problems.append(f"Unknown top-level key {short_repr(key)}.{suggest(str(key), TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
     scalars = _scalars(raw, problems)
-    simulation = _settings(SimulationSettings, raw.get("simulation"), "simulation", problems)
-    setup = _settings(SetupSettings, raw.get("setup"), "setup", problems)
-    metrics = _settings(metrics_mod.MetricSettings, raw.get("metrics"), "metrics", problems)
+    protocol = protocols_mod.resolve(raw.get("protocol"), problems)
+    simulation = _settings(SimulationSettings, _over(protocol.simulation, raw.get("simulation")), "simulation", problems)
+    setup = _settings(SetupSettings, _over(protocol.setup, raw.get("setup")), "setup", problems)
+    metrics = _settings(metrics_mod.MetricSettings, _over(protocol.metrics, raw.get("metrics")), "metrics", problems)
 
     invalid: set = set()
     generators = _variants(raw.get("generators"), "generators", gen_mod.names(), "generator", problems, invalid)
@@ -484,14 +536,14 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
     datasets = _variants(raw.get("datasets"), "datasets", data_mod.names(), "dataset", problems, invalid)
     datasets = {n: _check_dataset(n, b, Path(base_dir), problems) for n, b in datasets.items()}
     for n, b in models.items():
-        _check_model(n, b, problems)
+        _check_model(n, b, protocol, problems)
     known = {
         "dataset": (data_mod.names(), datasets),
         "model": (models_mod.names(), models),
         "generator": (gen_mod.names(), generators),
     }
     grid = _grid(raw.get("grid"), known, invalid, problems)
-    configs, latent = _resolve_generators(grid, generators, datasets, invalid, problems)
+    configs, latent = _resolve_generators(grid, generators, datasets, protocol, invalid, problems)
 
     if check_data and not problems:
         for d in grid.get("dataset", ()):
@@ -508,6 +560,7 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
         models=models,
         datasets=datasets,
         source=source,
+        protocol=protocol,
         generator_configs=configs,
         latent=latent,
     )

@@ -10,7 +10,8 @@ seed, round, metric). It reads the parquet files directly, not through the packa
 it keeps working while the package changes under it. ``compare`` maps the two runs'
 rows by identity (system keys may differ between versions) and requires every
 ``value`` and ``p_value`` to be equal bit for bit (nulls equal nulls); it prints the
-count of rows compared and every difference, and exits 1 on any.
+count of rows compared and every difference, and exits 1 on any. Metrics that only the
+second run has are listed (a change that adds a metric says so), not failed.
 """
 
 from __future__ import annotations
@@ -53,10 +54,14 @@ def compare(a: str, b: str) -> int:
     old, new = pl.read_parquet(a), pl.read_parquet(b)
     joined = old.join(new, on=IDENTITY, how="full", suffix="_new", coalesce=True)
     problems = []
-    missing = joined.filter(pl.col("value_new").is_null() & pl.col("value").is_not_null() |
-                            pl.col("scope").is_null() | pl.col("scope_new").is_null())
-    for row in missing.head(20).iter_rows(named=True):
-        problems.append(f"only in one run: {[row[k] for k in IDENTITY]}")
+    # Rows of a metric the new version adds are listed, not failed: a change that adds
+    # a metric says so. A row the new version lost is a failure.
+    added = joined.filter(pl.col("scope").is_null())
+    if added.height:
+        print(f"metrics only in the second run ({added.height} rows): {sorted(set(added['metric']))}")
+    for row in joined.filter(pl.col("scope_new").is_null()).head(20).iter_rows(named=True):
+        problems.append(f"only in the first run: {[row[k] for k in IDENTITY]}")
+    joined = joined.filter(pl.col("scope").is_not_null() & pl.col("scope_new").is_not_null())
     for col in ("value", "p_value"):
         x = joined[col].to_numpy().astype(np.float64)
         y = joined[f"{col}_new"].to_numpy().astype(np.float64)

@@ -9,7 +9,8 @@ it in another process. See ``docs/generators.md``.
 
 Layout: ``problem`` (what the pieces read), ``terms``, ``spaces``, ``steps``,
 ``convergence`` (each piece with its protocol and registry), ``engine`` (Generator,
-SearchResult), ``presets`` (create, the study's aliases); private helpers ``_streams``
+SearchResult), ``presets`` (create, the study's aliases), ``reference`` (the overrides of
+the reference-compatible mode, mechanism by mechanism); private helpers ``_streams``
 (random streams), ``_device``, ``_norm``, ``_components`` (kinds, descriptions, checks).
 """
 
@@ -21,7 +22,24 @@ from recourse_ray.generators.convergence import CONVERGENCE, ConvergenceRule, Fu
 from recourse_ray.generators.engine import Generator, SearchResult
 from recourse_ray.generators.presets import OVERRIDES, PRESETS, create, names, register, valid_overrides
 from recourse_ray.generators.problem import Batch, Problem
-from recourse_ray.generators.spaces import SPACES, FeatureSpace, LatentSpace, SearchSpace
+from recourse_ray.generators.reference import (
+    MECHANISMS,
+    RUN_SETTINGS,
+    ReferenceMechanism,
+    merge_overrides,
+    reference_bugs,
+    reference_mechanisms,
+    reference_overrides,
+    reference_presets,
+)
+from recourse_ray.generators.spaces import (
+    SPACES,
+    FeatureSpace,
+    LatentSpace,
+    SearchSpace,
+    Standardization,
+    StandardizedSpace,
+)
 from recourse_ray.generators.steps import STEP_RULES, GradientDescent, Greedy, StepRule
 from recourse_ray.generators.terms import (
     TERMS,
@@ -52,6 +70,8 @@ __all__ = [
     "ConvergenceRule",
     "FeatureSpace",
     "LatentSpace",
+    "StandardizedSpace",
+    "Standardization",
     "GradientDescent",
     "Greedy",
     "ThresholdConvergence",
@@ -72,4 +92,12 @@ __all__ = [
     "individual_seeds",
     "stream_rng",
     "terms",
+    "reference_overrides",
+    "reference_mechanisms",
+    "reference_presets",
+    "reference_bugs",
+    "merge_overrides",
+    "MECHANISMS",
+    "RUN_SETTINGS",
+    "ReferenceMechanism",
 ]

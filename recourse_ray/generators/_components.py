@@ -7,9 +7,14 @@ that apply to all of them, so that a new piece is one class in one file:
 - its *kind* is the name it is registered under, or, for a class registered nowhere,
   its import path ``"package.module:Class"``, which any process can import again;
 - its *override keys* (the flat keys ``create`` accepts for it, e.g. ``step_size``)
-  are its ``override_keys`` class variable, by default its dataclass fields;
+  are its ``override_keys`` class variable, by default its dataclass fields except
+  its added options (below);
 - its *description* is ``{"kind": KIND, **fields}`` with plain JSON values, and
   :func:`build_component` turns such a description (or a bare kind) back into it;
+- an *added option* (:func:`added_option`) is a setting added to a component after its
+  description was in use (the reference-compatible mode's switches): it is described
+  only when it differs from its default, so every existing description, and every
+  system key hashed from one, stays what it was;
 - :func:`protocol_problems` says which members of its protocol it lacks.
 
 Where it sits: imported by the piece modules (``spaces``, ``steps``, ``convergence``,
@@ -28,6 +33,8 @@ from recourse_ray._config import is_int, is_real, short_repr
 from recourse_ray._registry import Registry, import_object, suggest
 
 __all__ = [
+    "added_option",
+    "is_added_option",
     "raise_problems",
     "component_kind",
     "component_fields",
@@ -38,6 +45,29 @@ __all__ = [
     "protocol_members",
     "protocol_problems",
 ]
+
+
+# The dataclass field metadata key that marks an added option.
+_ADDED_OPTION = "recourse_ray.added_option"
+
+
+def added_option(default: Any) -> Any:
+    """A dataclass field for a setting added after the component's description was fixed.
+
+    Use it as ``random_ties: bool = added_option(False)``. Such a field is left out of the
+    component's description while it holds its default (:func:`component_dict`) and is
+    not a flat override key unless the class lists it in ``override_keys``; it is set in
+    the component's mapping instead (``step_rule={"kind": "greedy", "random_ties": True}``).
+
+    Args:
+        default: the field's default, an immutable value (bool, number, str or None).
+    """
+    return dataclasses.field(default=default, metadata={_ADDED_OPTION: True})
+
+
+def is_added_option(f: dataclasses.Field) -> bool:
+    """Whether the dataclass field ``f`` was declared with :func:`added_option`."""
+    return bool(f.metadata.get(_ADDED_OPTION, False))
 
 
 def raise_problems(problems: list[str]) -> None:
@@ -92,13 +122,16 @@ def override_keys(component: Any) -> tuple[str, ...]:
     """The flat override keys a component (instance or class) declares.
 
     A class may set ``override_keys: ClassVar[tuple[str, ...]]`` (a subset of its fields);
-    by default every dataclass field is an override key.
+    by default every dataclass field but the added options (:func:`added_option`) is an
+    override key.
     """
     cls = component if isinstance(component, type) else type(component)
     declared = getattr(cls, "override_keys", None)
     if declared is not None:
         return tuple(declared)
-    return tuple(component_fields(cls)) if dataclasses.is_dataclass(cls) else ()
+    if not dataclasses.is_dataclass(cls):
+        return ()
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init and not is_added_option(f))
 
 
 def _declared_type(cls: type, name: str) -> object:
@@ -127,15 +160,21 @@ def _plain(value: Any, declared: object, where: str) -> Any:
 def component_dict(registry: Registry, component: Any) -> dict:
     """``{"kind": KIND, **fields}`` with plain JSON values, fields in sorted order.
 
+    An added option (:func:`added_option`) appears only when it differs from its default.
+
     Raises:
         ValueError: if the component cannot be named in another process (see :func:`component_kind`).
         TypeError: if a field holds a value with no JSON form.
     """
     cls = type(component)
     kind = component_kind(registry, component)
+    at_default = {
+        f.name for f in dataclasses.fields(cls) if is_added_option(f) and getattr(component, f.name) == f.default
+    }
     values = {
         name: _plain(getattr(component, name), _declared_type(cls, name), f"{name!r} of the {registry.kind} {kind!r}")
         for name in sorted(component_fields(cls))
+        if name not in at_default
     }
     return {"kind": kind, **values}
 

@@ -19,6 +19,10 @@ one backward pass over the individuals still searching (an index of the active r
 no Python loop over individuals); converged individuals are frozen. Every individual's
 objective depends only on its own states and its random draws come from its own seed, so
 searching a batch gives the same result as searching each individual alone.
+
+``skip_valid_factuals`` reproduces the reference's first stopping check (AlgorithmicRecourseDynamics.jl
+on CounterfactualExplanations.jl 0.1.x): it looks at the factual, not at the starting
+states, and the reference checks convergence after each step where we check before it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ COMPONENT_ROLES: tuple[ComponentRole, ...] = (
 
 # The keys of a description (to_dict); "name" may be left out of one written by hand.
 _DESCRIPTION_KEYS = ("name", "terms", "space", "step_rule", "convergence", "decision_threshold", "max_iterations")
+# Settings added later: described only when set, so that existing descriptions stay the same.
+_OPTIONAL_KEYS = ("skip_valid_factuals",)
 
 
 def generator_problems(
@@ -80,6 +86,7 @@ def generator_problems(
     decision_threshold: Any,
     max_iterations: Any,
     name: Any,
+    skip_valid_factuals: Any = False,
 ) -> list[str]:
     """Every reason the given settings do not make a :class:`Generator` (empty when they do).
 
@@ -101,6 +108,9 @@ def generator_problems(
         check_real(decision_threshold, "decision_threshold", "Generator", 0, 1, low_open=True, high_open=True),
         check_int(max_iterations, "max_iterations", "Generator", 0),
         None if isinstance(name, str) else param_message("name", "Generator", "a string", name),
+        None
+        if isinstance(skip_valid_factuals, (bool, np.bool_))
+        else param_message("skip_valid_factuals", "Generator", "a bool", skip_valid_factuals),
     ]
     problems.extend(msg for msg in checks if msg)
     return problems
@@ -148,6 +158,8 @@ class _Search:
     """The mutable state of one running search, over all n individuals.
 
     Attributes:
+        space: the search space of this search (the generator's, bound to the problem
+            when it has ``bind``).
         states: (n, K, D) search variables, updated in place.
         aux: per term name, its ``prepare`` tensors (one row per individual).
         rule_state: the step rule's state tensors (one row per individual).
@@ -157,6 +169,7 @@ class _Search:
         n_active: ``active.sum()``, kept as an int to skip the gather while all search.
     """
 
+    space: Any
     states: torch.Tensor
     aux: dict[str, dict]
     rule_state: dict[str, torch.Tensor]
@@ -186,6 +199,13 @@ class Generator:
             reach to be valid (and, with threshold convergence, to stop), in (0, 1).
         max_iterations: ``T``, the most steps per individual (>= 0).
         name: a label (the preset's name for presets).
+        skip_valid_factuals: the reference's first stopping check. An individual whose
+            factual already has ``p(y*) >= decision_threshold`` under the model is returned
+            as it starts (its starting states, 0 iterations); the others take at least one
+            step, whatever their starting states, because the reference checks convergence
+            after each step and first looks at the factual. From the second step on, our
+            check before each step and the reference's after each step stop at the same
+            iteration. Default False: the convergence rule alone decides, from the start.
     """
 
     terms: tuple[Term, ...]
@@ -195,6 +215,7 @@ class Generator:
     decision_threshold: float = 0.5
     max_iterations: int = 100
     name: str = "custom"
+    skip_valid_factuals: bool = False
 
     def __post_init__(self) -> None:
         terms = tuple(self.terms) if isinstance(self.terms, (list, tuple)) else self.terms
@@ -206,6 +227,7 @@ class Generator:
             decision_threshold=self.decision_threshold,
             max_iterations=self.max_iterations,
             name=self.name,
+            skip_valid_factuals=self.skip_valid_factuals,
         )
         if problems:
             body = "; ".join(p.rstrip(".") for p in problems)
@@ -213,6 +235,7 @@ class Generator:
         object.__setattr__(self, "terms", terms)
         object.__setattr__(self, "decision_threshold", float(self.decision_threshold))
         object.__setattr__(self, "max_iterations", int(self.max_iterations))
+        object.__setattr__(self, "skip_valid_factuals", bool(self.skip_valid_factuals))
 
     # ------------------------------------------------------------------ description
     @property
@@ -222,8 +245,8 @@ class Generator:
 
     @property
     def needs_data(self) -> bool:
-        """Whether :meth:`search` needs the current training ``data`` (MAD, Gravitational)."""
-        return any(t.needs_data for t in self.terms)
+        """Whether :meth:`search` needs the current training ``data`` (MAD, Gravitational, standardized space)."""
+        return bool(getattr(self.space, "needs_data", False)) or any(t.needs_data for t in self.terms)
 
     def term(self, name: str) -> Term:
         """The term called ``name``.
@@ -245,8 +268,9 @@ class Generator:
         path ``"package.module:Class"``; terms keep their order (the order of summation).
         Equal settings give equal descriptions (an int given for a float field is a
         float), so its canonical JSON can key results, and :meth:`from_dict` rebuilds an
-        equal generator in any process that can import the components. For
-        ``create("generic")``::
+        equal generator in any process that can import the components. A later setting
+        (``skip_valid_factuals``) and a component's added options appear only when set.
+        For ``create("generic")``::
 
             {"name": "generic",
              "terms": [{"kind": "validity", "weight": 1.0}, {"kind": "distance", "weight": 0.1}],
@@ -259,21 +283,24 @@ class Generator:
             ValueError: if a component's class cannot be named in another process (defined
                 in a function or in ``__main__`` and registered nowhere).
         """
-        return {
+        description = {
             "name": self.name,
             "terms": [component_dict(TERMS, t) for t in self.terms],
             **{role.attr: component_dict(role.registry, getattr(self, role.attr)) for role in COMPONENT_ROLES},
             "decision_threshold": self.decision_threshold,
             "max_iterations": self.max_iterations,
         }
+        if self.skip_valid_factuals:
+            description["skip_valid_factuals"] = True
+        return description
 
     @classmethod
     def from_dict(cls, description: Mapping[str, Any]) -> Generator:
         """Rebuild a generator from :meth:`to_dict`'s description.
 
         Args:
-            description: a mapping with the keys of :meth:`to_dict` (``name`` may be
-                omitted); kinds are registered names or import paths.
+            description: a mapping with the keys of :meth:`to_dict` (``name`` and
+                ``skip_valid_factuals`` may be omitted); kinds are registered names or import paths.
 
         Raises:
             TypeError: if ``description`` is not a mapping.
@@ -282,10 +309,9 @@ class Generator:
         """
         if not isinstance(description, Mapping):
             raise TypeError(param_message("description", "Generator.from_dict", "a mapping", description))
+        known = _DESCRIPTION_KEYS + _OPTIONAL_KEYS
         problems = [
-            f"unknown key {short_repr(k)}.{suggest(str(k), _DESCRIPTION_KEYS)}"
-            for k in description
-            if k not in _DESCRIPTION_KEYS
+            f"unknown key {short_repr(k)}.{suggest(str(k), known)}" for k in description if k not in known
         ]
         problems += [f"missing key {k!r}" for k in _DESCRIPTION_KEYS[1:] if k not in description]
         raw_terms = description.get("terms", [])
@@ -309,6 +335,7 @@ class Generator:
             terms=tuple(terms),
             decision_threshold=description["decision_threshold"],
             max_iterations=description["max_iterations"],
+            **{k: description[k] for k in _OPTIONAL_KEYS if k in description},
             **components,
         )
 
@@ -358,6 +385,8 @@ class Generator:
         if problem.n == 0:
             return _empty_result(problem.n_counterfactuals, problem.n_features, return_path)
         run = self._start(problem, vae, dev, return_path)
+        if self.skip_valid_factuals:
+            self._freeze_valid_factuals(run, model, problem.factuals)
         self._descend(run, model, vae, problem.factuals)
         return self._result(run, model, vae, problem)
 
@@ -387,13 +416,17 @@ class Generator:
             data_X=data_X,
             data_y=data_y,
             vae=vae,
+            max_iterations=self.max_iterations,
         )
 
     def _data(self, data: Any, X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
         """The training data as (X float32 (N, d), y (N,)), for the terms that read it."""
         if data is None:
-            need = ", ".join(repr(t.name) for t in self.terms if t.needs_data)
-            return None, None, [f"the term(s) {need} need the current training data: pass data=(X, y)"]
+            terms = [repr(t.name) for t in self.terms if t.needs_data]
+            who = [f"the term(s) {', '.join(terms)}"] if terms else []
+            if getattr(self.space, "needs_data", False):
+                who.insert(0, f"the search space {type(self.space).__name__}")
+            return None, None, [f"{' and '.join(who)} need the current training data: pass data=(X, y)"]
         if hasattr(data, "X") and hasattr(data, "y"):
             data = (data.X, data.y)
         try:
@@ -417,8 +450,10 @@ class Generator:
     # -------------------------------------------------------------- search: the loop
     def _start(self, problem: Problem, vae: Any, dev: torch.device | None, return_path: bool) -> _Search:
         """Initial states, the terms' per-search constants and the step rule's state."""
+        bind = getattr(self.space, "bind", None)
+        space = bind(problem) if callable(bind) else self.space
         with torch.no_grad():
-            states = self.space.initial_states(problem).detach().clone()
+            states = space.initial_states(problem).detach().clone()
         # Every term prepares, weight 0 included: its random stream is drawn either way.
         aux = {t.name: t.prepare(problem) for t in self.terms}
         if dev is not None:
@@ -427,36 +462,51 @@ class Generator:
                 for name, a in aux.items()
             }
         n = problem.n
+        rule_state = self.step_rule.init(states)
+        prepare = getattr(self.step_rule, "prepare", None)
+        if callable(prepare):
+            rule_state = {**rule_state, **{k: v.to(states.device) for k, v in prepare(problem).items()}}
         return _Search(
+            space=space,
             states=states,
             aux=aux,
-            rule_state=self.step_rule.init(states),
+            rule_state=rule_state,
             active=torch.ones(n, dtype=torch.bool, device=states.device),
             iterations=torch.zeros(n, dtype=torch.int64, device=states.device),
-            path=[self._points(states, vae)] if return_path else None,
+            path=[self._points(space, states, vae)] if return_path else None,
             n_active=n,
         )
+
+    def _freeze_valid_factuals(self, run: _Search, model: Any, factuals: torch.Tensor) -> None:
+        """Stop, before any step, the individuals whose factual already reaches the threshold."""
+        with torch.no_grad():
+            _, proba, _ = model_outputs(model, factuals)
+        run.active &= ~(proba.reshape(-1) >= self.decision_threshold)
+        run.n_active = int(run.active.sum())
 
     def _descend(self, run: _Search, model: Any, vae: Any, factuals: torch.Tensor) -> None:
         """Up to ``max_iterations`` steps of every active individual, in place in ``run``."""
         live_terms = [t for t in self.terms if t.weight != 0.0]
         n = run.states.shape[0]
-        for _ in range(self.max_iterations):
+        for t in range(self.max_iterations):
             if run.n_active == 0:
                 break
             # While everyone is searching (the common case) skip the gather/scatter.
             idx = None if run.n_active == n else torch.nonzero(run.active).squeeze(1)
             s = _rows(run.states, idx).detach().requires_grad_(True)
-            batch = self._batch(model, vae, s, _rows(factuals, idx))
+            batch = self._batch(run.space, model, vae, s, _rows(factuals, idx), t)
             grad = self._gradient(live_terms, batch, run.aux, idx)
             with torch.no_grad():
-                self._step(run, idx, grad, batch.proba)
+                # skip_valid_factuals: the factual took the place of the starting states' check.
+                self._step(run, idx, grad, batch.proba, check_before=not (self.skip_valid_factuals and t == 0))
             if run.path is not None:
-                run.path.append(self._points(run.states, vae))
+                run.path.append(self._points(run.space, run.states, vae))
 
-    def _batch(self, model: Any, vae: Any, states: torch.Tensor, factuals: torch.Tensor) -> Batch:
+    def _batch(
+        self, space: Any, model: Any, vae: Any, states: torch.Tensor, factuals: torch.Tensor, iteration: int = 0
+    ) -> Batch:
         """Decode the states and run the model once: what the terms see."""
-        points = self.space.decode(states, vae)
+        points = space.decode(states, vae)
         m, K, d = points.shape
         logits, proba, members = model_outputs(model, points.reshape(m * K, d))
         return Batch(
@@ -466,6 +516,7 @@ class Generator:
             logits=logits.reshape(m, K),
             proba=proba.reshape(m, K),
             member_logits=members.reshape(-1, m, K),
+            iteration=iteration,
         )
 
     @staticmethod
@@ -481,9 +532,14 @@ class Generator:
             (grad,) = torch.autograd.grad(loss, batch.states, allow_unused=True)
         return torch.zeros_like(batch.states) if grad is None else grad
 
-    def _step(self, run: _Search, idx: torch.Tensor | None, grad: torch.Tensor, proba: torch.Tensor) -> None:
+    def _step(
+        self, run: _Search, idx: torch.Tensor | None, grad: torch.Tensor, proba: torch.Tensor, check_before: bool = True
+    ) -> None:
         """Ask the convergence rule who stops, step the others, and freeze the stopped."""
-        stopped = self.convergence.before_step(proba, self.decision_threshold)
+        if check_before:
+            stopped = self.convergence.before_step(proba, self.decision_threshold)
+        else:
+            stopped = torch.zeros(proba.shape[0], dtype=torch.bool, device=proba.device)
         moving = ~stopped
         delta, new_rule_state = self.step_rule.step(grad, {k: _rows(v, idx) for k, v in run.rule_state.items()})
         delta = delta * moving[:, None, None].to(delta.dtype)
@@ -506,7 +562,7 @@ class Generator:
         """Decode the final states and score them under the model, as numpy on the CPU."""
         n, K, d = problem.n, problem.n_counterfactuals, problem.n_features
         with torch.no_grad():
-            points = self.space.decode(run.states, vae)
+            points = run.space.decode(run.states, vae)
             _, proba, _ = model_outputs(model, points.reshape(n * K, d))
             proba = proba.reshape(n, K)
             cost = safe_norm(points - problem.factuals[:, None, :])
@@ -523,9 +579,10 @@ class Generator:
             path=np.stack(run.path) if run.path is not None else None,
         )
 
-    def _points(self, states: torch.Tensor, vae: Any) -> np.ndarray:
+    @staticmethod
+    def _points(space: Any, states: torch.Tensor, vae: Any) -> np.ndarray:
         with torch.no_grad():
-            return self.space.decode(states, vae).cpu().numpy().astype(np.float32, copy=True)
+            return space.decode(states, vae).cpu().numpy().astype(np.float32, copy=True)
 
 
 def _factual_problems(X: np.ndarray, d_model: int | None) -> list[str]:

@@ -4,7 +4,8 @@ A preset is an alias for one composition, like optax's ``adamw = chain(...)``:
 ``create("gravitational")`` is ``generic``'s terms plus a ``gravitational`` term with
 full-search convergence. Sweep files name a preset and override settings by keyword:
 
-- ``decision_threshold`` (float in (0, 1)), ``max_iterations`` (int >= 0), ``name`` (the label);
+- ``decision_threshold`` (float in (0, 1)), ``max_iterations`` (int >= 0), ``name`` (the label),
+  ``skip_valid_factuals`` (bool, the reference's first stopping check; see ``Generator``);
 - ``space``, ``step_rule``, ``convergence``: a component, as a registered name or import
   path (``"latent"``, ``"full"``, ``"mypkg.steps:Momentum"``) or a mapping
   ``{"kind": NAME_OR_PATH, **fields}``;
@@ -61,10 +62,19 @@ PRESETS: Registry[Preset] = Registry("generator")
 
 #: The generator-level override keys; the components' own keys and the term names come on
 #: top, per generator (see :func:`valid_overrides`).
-OVERRIDES = ("decision_threshold", "max_iterations", "name", "add_terms", "space", "step_rule", "convergence")
+OVERRIDES = (
+    "decision_threshold",
+    "max_iterations",
+    "name",
+    "add_terms",
+    "space",
+    "step_rule",
+    "convergence",
+    "skip_valid_factuals",
+)
 
 # The overrides that are fields of the Generator itself, passed on as they are.
-_SETTINGS = ("decision_threshold", "max_iterations", "name")
+_SETTINGS = ("decision_threshold", "max_iterations", "name", "skip_valid_factuals")
 
 
 def register(name: str, preset: Preset | Generator | None = None) -> Any:

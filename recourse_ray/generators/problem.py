@@ -30,6 +30,9 @@ class Problem:
         seeds: (n,) per-individual seeds.
         data_X, data_y: the current training data (numpy, (N, d) float32 and (N,)), or None.
         vae: the generative model for latent-space search, or None.
+        max_iterations: ``T``, the generator's step budget, for pieces that draw their
+            per-iteration randomness up front (one row of draws per possible step); None
+            when the problem was not built by a generator.
     """
 
     factuals: torch.Tensor
@@ -38,6 +41,7 @@ class Problem:
     data_X: np.ndarray | None = None
     data_y: np.ndarray | None = None
     vae: Any = None
+    max_iterations: int | None = None
     _rng_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -49,6 +53,16 @@ class Problem:
     def n_features(self) -> int:
         """d, the number of features."""
         return int(self.factuals.shape[1])
+
+    def step_budget(self, what: str) -> int:
+        """``max_iterations``, for a piece that draws one row of randomness per step.
+
+        Raises:
+            ValueError: if the problem does not know the step budget (``what`` names the piece).
+        """
+        if self.max_iterations is None:
+            raise ValueError(f"{what} draws its randomness per step and needs Problem.max_iterations; got None.")
+        return int(self.max_iterations)
 
     def rngs(self, stream: str) -> list[np.random.Generator]:
         """One fresh numpy Generator per individual for ``stream`` (see :func:`stream_rng`).
@@ -74,6 +88,9 @@ class Batch:
         logits: (m, K) search logit (mean of member logits for ensembles).
         proba: (m, K) target-class probability.
         member_logits: (M, m, K) logits of each ensemble member (M = 1 for single models).
+        iteration: ``t``, the index of this iteration (0 for the first step). Every
+            individual still searching has taken exactly ``t`` steps, so a piece that drew
+            one row of randomness per step up front reads row ``t`` of each individual.
     """
 
     states: torch.Tensor
@@ -82,6 +99,7 @@ class Batch:
     logits: torch.Tensor
     proba: torch.Tensor
     member_logits: torch.Tensor
+    iteration: int = 0
 
 
 def model_outputs(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recourse_ray._config import check_int, check_real
+from recourse_ray._config import check_int, check_real, param_message
 from recourse_ray._registry import Registry
-from recourse_ray.generators._components import raise_problems
+from recourse_ray.generators._components import added_option, raise_problems
 from recourse_ray.generators._norm import safe_norm
 from recourse_ray.generators.problem import Batch, Problem
 
@@ -101,13 +101,28 @@ class Validity(Term):
     """Binary cross-entropy of the logit against the target ``y* = 1``: ``log(1 + e^-z)``.
 
     ``z`` is the model's search logit (the mean of member logits for an ensemble).
+
+    Attributes:
+        reduction: ``"sum"``: one BCE per state, summed over the K states (each state's
+            gradient is its own BCE's); ``"mean"``: one value per individual, the BCE
+            averaged over its K states, as the reference CE.jl 0.1.x computes it (Flux's
+            ``logitbinarycrossentropy`` with its default mean over all K), which scales
+            each state's gradient by 1 / K. An added option (``validity={"reduction": "mean"}``).
     """
 
     name: ClassVar[str] = "validity"
     weight: float = 1.0
+    reduction: str = added_option("sum")
+
+    def problems(self) -> list[str]:
+        """The weight's and the reduction's problems."""
+        bad = self.reduction not in ("sum", "mean")
+        msg = param_message("reduction", f"the {self.name!r} term", "one of 'sum', 'mean'", self.reduction)
+        return super().problems() + ([msg] if bad else [])
 
     def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.softplus(-batch.logits)
+        bce = F.softplus(-batch.logits)
+        return bce.mean(dim=1) if self.reduction == "mean" else bce
 
 
 @register_term
@@ -133,13 +148,31 @@ class PredictiveEntropy(Term):
 @register_term
 @dataclass(frozen=True, kw_only=True)
 class L2Distance(Term):
-    """Euclidean distance ``||f(s) - x||_2`` of the (decoded) state to the factual (Wachter et al. 2017)."""
+    """Euclidean distance ``||f(s) - x||_2`` of the (decoded) state to the factual (Wachter et al. 2017).
+
+    Attributes:
+        joint: one value per individual, the Frobenius norm ``||X - X'||_F`` of the K
+            points against the factual repeated K times, as the reference CE.jl 0.1.x
+            (``norm(x .- x')`` over its whole d x 1 x K array) instead of one norm per
+            state. Its gradient is 0 where all K points sit on the factual. An added
+            option (``distance={"joint": True}``).
+    """
 
     name: ClassVar[str] = "distance"
     weight: float = 0.1
+    joint: bool = added_option(False)
+
+    def problems(self) -> list[str]:
+        """The weight's and the joint flag's problems."""
+        if isinstance(self.joint, (bool, np.bool_)):
+            return super().problems()
+        return super().problems() + [param_message("joint", f"the {self.name!r} term", "a bool", self.joint)]
 
     def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
-        return safe_norm(batch.points - batch.factuals[:, None, :])
+        diff = batch.points - batch.factuals[:, None, :]
+        if self.joint:
+            return safe_norm(diff.reshape(diff.shape[0], -1))
+        return safe_norm(diff)
 
 
 @register_term
@@ -175,29 +208,60 @@ class Diversity(Term):
 
     One value per individual, over its K (decoded) states. With K = 1 the determinant is
     the constant ``1 + jitter`` and the term has no gradient, so ``dice`` with one
-    counterfactual is ``generic``. The reference draws a random jitter of size 1e-5;
-    ours is the deterministic ``jitter``.
+    counterfactual is ``generic``. By default the jitter is the deterministic ``jitter``.
+
+    The reference CE.jl 0.1.x (``ddp_diversity``) differs in two ways, each an added
+    option: it measures the distances between the *states* (in standardized or latent
+    units), not the decoded points (``over="states"``); and its diagonal is
+    ``jitter * N(0, 1)``, drawn afresh at every evaluation (``random_jitter=True``: each
+    individual draws ``(T, K)`` normals from its ``"diversity"`` stream up front and uses
+    row ``t`` at iteration ``t``). Its penalty is ``lambda_2 * -det``, this term with weight
+    ``lambda_2``.
+
+    Attributes:
+        jitter: the diagonal added to ``Kmat`` (or the scale of the random one), >= 0.
+        over: ``"points"`` or ``"states"``: what the pairwise distances are between.
+        random_jitter: draw the diagonal at random at every evaluation.
     """
 
     name: ClassVar[str] = "diversity"
     weight: float = 1.0
     jitter: float = 1e-5
+    over: str = added_option("points")
+    random_jitter: bool = added_option(False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "jitter", float(self.jitter))
 
     def problems(self) -> list[str]:
-        """The weight's and the jitter's problems."""
-        msg = check_real(self.jitter, "jitter", f"the {self.name!r} term", 0)
-        return super().problems() + ([msg] if msg else [])
+        """The weight's, the jitter's and the options' problems."""
+        owner = f"the {self.name!r} term"
+        msgs = [check_real(self.jitter, "jitter", owner, 0)]
+        if self.over not in ("points", "states"):
+            msgs.append(param_message("over", owner, "one of 'points', 'states'", self.over))
+        if not isinstance(self.random_jitter, (bool, np.bool_)):
+            msgs.append(param_message("random_jitter", owner, "a bool", self.random_jitter))
+        return super().problems() + [m for m in msgs if m]
+
+    def prepare(self, problem: Problem) -> dict[str, torch.Tensor]:
+        """With ``random_jitter``: (n, T, K) standard normal draws, one row per step."""
+        if not self.random_jitter:
+            return {}
+        T, K = problem.step_budget("Diversity(random_jitter=True)"), problem.n_counterfactuals
+        draws = np.stack([rng.standard_normal((T, K)) for rng in problem.rngs("diversity")])
+        return {"jitter_noise": torch.from_numpy(draws.astype(np.float32))}
 
     def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
-        pts = batch.points  # (m, K, d)
+        pts = batch.states if self.over == "states" else batch.points  # (m, K, D)
         dist = safe_norm(pts[:, :, None, :] - pts[:, None, :, :])  # (m, K, K)
         kmat = 1.0 / (1.0 + dist)
         K = pts.shape[1]
-        kmat = kmat + self.jitter * torch.eye(K, dtype=pts.dtype, device=pts.device)
+        if self.random_jitter:
+            diagonal = self.jitter * aux["jitter_noise"][:, batch.iteration, :].to(pts.dtype)  # (m, K)
+            kmat = kmat + torch.diag_embed(diagonal)
+        else:
+            kmat = kmat + self.jitter * torch.eye(K, dtype=pts.dtype, device=pts.device)
         return -torch.linalg.det(kmat)
 
 

@@ -2,13 +2,16 @@
 
 ``mmd`` / ``mmd_test`` are the two-sample statistics; ``evaluate`` computes every
 registered metric of one system at one evaluation round from an ``EvaluationContext``
-(whose models are ``recourse_ray.models.Classifier``). See ``docs/metrics.md`` for the
+(whose models are ``recourse_ray.models.Classifier``). ``MetricSettings`` switches single
+mechanisms to the reference implementation's behaviour; ``benchmark_round`` computes
+the reference's per-round recourse measures. See ``docs/metrics.md`` for the
 definitions.
 """
 
 from recourse_ray.metrics.mmd import gaussian_kernel, mmd, mmd_test
 from recourse_ray.metrics.system import (
     METRICS,
+    OPTIONAL_METRICS,
     SCOPES,
     EvaluationContext,
     Metric,
@@ -16,6 +19,8 @@ from recourse_ray.metrics.system import (
     MetricSettings,
     MetricValue,
     RecourseStats,
+    RoundBenchmark,
+    benchmark_round,
     evaluate,
     macro_f1,
     make_grid,
@@ -27,6 +32,7 @@ __all__ = [
     "mmd_test",
     "gaussian_kernel",
     "METRICS",
+    "OPTIONAL_METRICS",
     "SCOPES",
     "EvaluationContext",
     "Metric",
@@ -34,6 +40,8 @@ __all__ = [
     "MetricSettings",
     "MetricValue",
     "RecourseStats",
+    "RoundBenchmark",
+    "benchmark_round",
     "evaluate",
     "macro_f1",
     "make_grid",

@@ -9,6 +9,11 @@ in :data:`METRICS`; :func:`register` adds user metrics the same way.
 Model outputs (probabilities and labels of the round-0 and current model on the
 original points, the grid and the test split) are computed at most once per
 :func:`evaluate` call and shared by all metrics through :class:`MetricInputs`.
+
+A reference-compatible mode reproduces the metrics of AlgorithmicRecourseDynamics.jl
+v0.1.0: single switches of :class:`MetricSettings`, the code's ``decisiveness_code``,
+and the optional recourse measures of :data:`OPTIONAL_METRICS`, whose per-round inputs
+the simulation computes with :func:`benchmark_round` after each retraining.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Union
 import numpy as np
 
 from recourse_ray._config import check_int, check_real, is_real, param_message
-from recourse_ray._registry import Registry
+from recourse_ray._registry import Registry, is_import_path, suggest
 from recourse_ray._rng import as_rng, make_rng
 from recourse_ray.metrics.mmd import mmd_test
 from recourse_ray.models import Classifier
@@ -30,9 +35,12 @@ from recourse_ray.models import Classifier
 __all__ = [
     "SCOPES",
     "METRICS",
+    "OPTIONAL_METRICS",
     "Metric",
     "MetricSettings",
     "RecourseStats",
+    "RoundBenchmark",
+    "benchmark_round",
     "EvaluationContext",
     "MetricInputs",
     "MetricValue",
@@ -54,9 +62,30 @@ MetricResult = Union[float, tuple[float, float | None], None]
 _MODEL_METHODS = ("predict_proba", "predict", "parameter_arrays")
 
 
+# The string-valued settings of MetricSettings and their allowed values; the first is
+# the default. The second values reproduce AlgorithmicRecourseDynamics.jl v0.1.0.
+_CHOICES = {
+    "domain_baseline": ("train", "train_test"),
+    "mmd_subsample": ("independent", "match_first"),
+    "grid": ("uniform", "linspace"),
+    "p_value": ("corrected", "reference"),
+}
+
+
+def _choice_problem(value: object, name: str, owner: str, choices: Sequence[str]) -> str | None:
+    if isinstance(value, str) and value in choices:
+        return None
+    return param_message(name, owner, "one of " + ", ".join(repr(c) for c in choices), value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class MetricSettings:
     """How the metrics are computed (SPEC §6).
+
+    The defaults are this project's choices. Each setting below the first four switches
+    one mechanism to the behaviour of the reference implementation
+    (AlgorithmicRecourseDynamics.jl v0.1.0, see ``docs/metrics.md``), so that the
+    reference's numbers can be reproduced one difference at a time.
 
     Attributes:
         n_samples: maximum points per side of every MMD (random subsample), >= 2 (paper: 1000).
@@ -64,23 +93,82 @@ class MetricSettings:
             p-value nan (study's reported p-values: 100; its runs used 1).
         n_grid: points of the evaluation grid of ``model_mmd_grid``, >= 1 (paper: 1000).
         lengthscale: Gaussian kernel lengthscale ``l``, > 0 (paper: 0.5).
+        domain_baseline: the round-0 side of ``domain_mmd`` / ``domain_mmd_negative``:
+            ``"train"`` (default) the round-0 training points of the class;
+            ``"train_test"`` the round-0 training and test points of the class (the
+            reference).
+        mmd_subsample: how the two sides of an MMD are cut to ``n_samples``:
+            ``"independent"`` (default) each side to at most ``n_samples``;
+            ``"match_first"`` the first (round-0) side to at most ``n_samples`` and the
+            second to at most as many points as the first then has (the reference).
+        grid: how grid points are drawn by :func:`make_grid`: ``"uniform"`` (default)
+            each coordinate uniform in the feature's [min, max]; ``"linspace"`` each
+            coordinate one of ``grid_steps`` evenly spaced values in [min, max], chosen
+            uniformly (the reference).
+        grid_steps: values per feature of the ``"linspace"`` grid, >= 2 (reference: 100).
+        grid_redraw: False (default): one grid per system, drawn before round 0; True: a
+            new grid at every evaluation round (the reference). Read by the simulation,
+            which builds the grid.
+        p_value: ``"corrected"`` (default) ``(1 + #{null >= observed}) / (1 + P)``;
+            ``"reference"`` ``#{null >= observed} / P``, which is 0 or 1 with ``P = 1``.
+        n_individuals_offset: added to the ``n_individuals`` metric, >= 0 (default 0;
+            the reference's count is 1 too high, a bug: offset 1 reproduces it).
+        reference_recourse_metrics: False (default); True: the simulation computes
+            :func:`benchmark_round` after every retraining and passes the history and
+            the count of rows chosen so far in :class:`RecourseStats`, so that the
+            :data:`OPTIONAL_METRICS` (``success_rate_reference``, ``distance_reference``,
+            ``redundancy_reference``, ``n_individuals``, ``share_individuals``) are
+            reported. Read by the simulation; the metrics themselves appear whenever
+            their inputs are given.
     """
 
     n_samples: int = 1000
     n_permutations: int = 100
     n_grid: int = 1000
     lengthscale: float = 0.5
+    domain_baseline: str = "train"
+    mmd_subsample: str = "independent"
+    grid: str = "uniform"
+    grid_steps: int = 100
+    grid_redraw: bool = False
+    p_value: str = "corrected"
+    n_individuals_offset: int = 0
+    reference_recourse_metrics: bool = False
 
     def __post_init__(self) -> None:
-        found = (
-            check_int(self.n_samples, "n_samples", "MetricSettings", 2),
-            check_int(self.n_permutations, "n_permutations", "MetricSettings", 0),
-            check_int(self.n_grid, "n_grid", "MetricSettings", 1),
-            check_real(self.lengthscale, "lengthscale", "MetricSettings", 0.0, None, low_open=True),
-        )
+        owner = "MetricSettings"
+        found = [
+            check_int(self.n_samples, "n_samples", owner, 2),
+            check_int(self.n_permutations, "n_permutations", owner, 0),
+            check_int(self.n_grid, "n_grid", owner, 1),
+            check_real(self.lengthscale, "lengthscale", owner, 0.0, None, low_open=True),
+            check_int(self.grid_steps, "grid_steps", owner, 2),
+            check_int(self.n_individuals_offset, "n_individuals_offset", owner, 0),
+        ]
+        found += [_choice_problem(getattr(self, name), name, owner, choices) for name, choices in _CHOICES.items()]
+        for name in ("grid_redraw", "reference_recourse_metrics"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                found.append(param_message(name, owner, "a bool", getattr(self, name)))
         problems = [p for p in found if p]
         if problems:
             raise ValueError(" ".join(problems))
+
+
+@dataclass(frozen=True)
+class RoundBenchmark:
+    """The reference's recourse measures of one round, taken after that round's retraining.
+
+    Built by :func:`benchmark_round`; see it for the definitions.
+
+    Attributes:
+        success_rate: share of counterfactuals valid under the retrained model, in [0, 1].
+        distance: mean absolute coordinate difference between factual and counterfactual.
+        redundancy: share of counterfactual coordinates that are exactly 0, in [0, 1].
+    """
+
+    success_rate: float
+    distance: float
+    redundancy: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +183,12 @@ class RecourseStats:
         iterations: mean search steps used (nan if none).
         share_recourse: cumulative share of round-0 negatives who have received
             recourse so far, in [0, 1].
+        n_chosen: distinct training rows selected for recourse in rounds 1..t (whether
+            or not their counterfactual was applied), >= 0; None (default) when not
+            tracked. Input of ``n_individuals`` and ``share_individuals``.
+        round_benchmarks: one :func:`benchmark_round` per round 1..t in which somebody
+            was selected, in round order; empty (default) when not tracked. Input of
+            ``success_rate_reference``, ``distance_reference``, ``redundancy_reference``.
     """
 
     n_recourse: int
@@ -102,9 +196,18 @@ class RecourseStats:
     cost: float
     iterations: float
     share_recourse: float
+    n_chosen: int | None = None
+    round_benchmarks: tuple[RoundBenchmark, ...] = ()
 
     def __post_init__(self) -> None:
         found = [check_int(self.n_recourse, "n_recourse", "RecourseStats", 0)]
+        if self.n_chosen is not None:
+            found.append(check_int(self.n_chosen, "n_chosen", "RecourseStats", 0))
+        benchmarks = self.round_benchmarks
+        if isinstance(benchmarks, (list, tuple)) and all(isinstance(b, RoundBenchmark) for b in benchmarks):
+            object.__setattr__(self, "round_benchmarks", tuple(benchmarks))
+        else:
+            found.append(param_message("round_benchmarks", "RecourseStats", "a tuple of RoundBenchmark", benchmarks))
         # (name, low, high, expected): inclusive bounds; inf is a valid cost or iteration
         # count, and every field but the cumulative share may be nan (no recourse given).
         for name, low, high, expected in (
@@ -133,8 +236,8 @@ class EvaluationContext:
         X_train0: (n_train, d) round-0 training features. y_train0: (n_train,) their labels.
         X_train: (n_train, d) current training features. y_train: (n_train,) current labels.
         X_test: (n_test, d) untouched test features. y_test: (n_test,) test labels.
-        grid: (n_grid, d) points uniform in the box of the original points, drawn once
-            per system with :func:`make_grid`.
+        grid: (n_grid, d) evaluation grid of this round, from :func:`make_grid` (drawn
+            once per system, or at every evaluation with ``settings.grid_redraw``).
         settings: :class:`MetricSettings`.
         rng: numpy Generator for MMD subsampling and permutations; :func:`evaluate`
             draws exactly one number from it per call.
@@ -193,6 +296,11 @@ class EvaluationContext:
     def X_original(self) -> np.ndarray:
         """(n_train + n_test, d): the original points, round-0 training then test features."""
         return np.concatenate([self.X_train0, self.X_test])
+
+    @property
+    def y_original(self) -> np.ndarray:
+        """(n_train + n_test,): the labels of the original points, in the same order."""
+        return np.concatenate([self.y_train0, self.y_test])
 
 
 @dataclass(frozen=True)
@@ -274,27 +382,56 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
+#: Metrics that apply only when the simulation passes the inputs they need (the
+#: reference-compatible recourse measures of :class:`RecourseStats`). Kept apart from
+#: :data:`METRICS`, every entry of which applies to every round after round 0;
+#: :func:`evaluate` computes them after those, and leaves out the ones without inputs.
+OPTIONAL_METRICS: Registry[Metric] = Registry("metric")
 _registration_order = itertools.count()
 
 
-def register(name: str, scope: str) -> Callable[[Callable[[MetricInputs], MetricResult]], Callable]:
+def register(
+    name: str, scope: str, *, optional: bool = False
+) -> Callable[[Callable[[MetricInputs], MetricResult]], Callable]:
     """Decorator registering ``fn(inputs: MetricInputs)`` as metric ``name`` of ``scope``.
 
     The function returns a float, a ``(value, p_value)`` pair, or None when the metric
     does not apply (e.g. recourse metrics at round 0). Metrics are evaluated in
     registration order.
 
+    Args:
+        name: unique over :data:`METRICS` and :data:`OPTIONAL_METRICS`.
+        scope: one of :data:`SCOPES`.
+        optional: register in :data:`OPTIONAL_METRICS` (a metric whose inputs only some
+            simulations provide) instead of :data:`METRICS`.
+
     Raises:
         ValueError: for an unknown scope or a name that is already registered.
     """
     if scope not in SCOPES:
         raise ValueError(f"The 'scope' parameter of register must be one of {', '.join(SCOPES)}. Got {scope!r} instead.")
+    target, other = (OPTIONAL_METRICS, METRICS) if optional else (METRICS, OPTIONAL_METRICS)
 
     def add(fn: Callable[[MetricInputs], MetricResult]) -> Callable[[MetricInputs], MetricResult]:
-        METRICS.register(name, Metric(name=name, scope=scope, compute=fn, order=next(_registration_order)))
+        if name in other:
+            raise ValueError(f"The metric {name!r} is already registered.")
+        target.register(name, Metric(name=name, scope=scope, compute=fn, order=next(_registration_order)))
         return fn
 
     return add
+
+
+def _lookup(name: str) -> Metric:
+    """The metric ``name`` from either registry (or an import path), else a KeyError naming all."""
+    if name in OPTIONAL_METRICS:
+        return OPTIONAL_METRICS.get(name)
+    if name in METRICS or is_import_path(name):
+        return METRICS.get(name)
+    names = sorted(METRICS.names() + OPTIONAL_METRICS.names())
+    raise KeyError(
+        f"Unknown metric {name!r}.{suggest(str(name), names)} Valid metric names: {', '.join(names)} "
+        "(or an import path 'package.module:attribute')."
+    )
 
 
 def evaluate(ctx: EvaluationContext, names: Sequence[str] | None = None) -> list[MetricValue]:
@@ -302,12 +439,14 @@ def evaluate(ctx: EvaluationContext, names: Sequence[str] | None = None) -> list
 
     Args:
         ctx: the :class:`EvaluationContext`.
-        names: metric names to compute, in this order; None for every registered metric
-            in registration order (SPEC §6 order for the built-in ones).
+        names: metric names to compute, in this order; None for every metric of
+            :data:`METRICS` in registration order (SPEC §6 order for the built-in
+            ones), then every metric of :data:`OPTIONAL_METRICS`.
 
     Returns:
         One :class:`MetricValue` per applicable metric; recourse metrics are left out
-        when ``ctx.recourse`` is None (round 0).
+        when ``ctx.recourse`` is None (round 0), optional metrics when their inputs
+        are missing.
 
     Raises:
         KeyError: for an unknown metric name (with the valid names and closest match).
@@ -315,12 +454,13 @@ def evaluate(ctx: EvaluationContext, names: Sequence[str] | None = None) -> list
     """
     if names is None:
         metrics = sorted((m for _, m in METRICS.items()), key=lambda m: m.order)
+        metrics += sorted((m for _, m in OPTIONAL_METRICS.items()), key=lambda m: m.order)
     else:
         names = list(names)
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"Metric names must be unique; repeated: {', '.join(repeated)}.")
-        metrics = [METRICS.get(n) for n in names]
+        metrics = [_lookup(n) for n in names]
     base_seed = int(ctx.rng.integers(0, 2**63 - 1))
     cache: dict = {}
     out = []
@@ -337,15 +477,30 @@ def evaluate(ctx: EvaluationContext, names: Sequence[str] | None = None) -> list
     return out
 
 
-def make_grid(X_original: np.ndarray, n_grid: int, rng: int | np.random.Generator) -> np.ndarray:
-    """Points uniform in the per-feature [min, max] box of ``X_original`` (for ``model_mmd_grid``).
+def make_grid(
+    X_original: np.ndarray,
+    n_grid: int,
+    rng: int | np.random.Generator,
+    *,
+    kind: str = "uniform",
+    steps: int = 100,
+) -> np.ndarray:
+    """Points in the per-feature [min, max] box of ``X_original`` (for ``model_mmd_grid``).
 
-    Drawn once per system so that every evaluation round uses the same grid.
+    ``kind="uniform"`` (default) draws every coordinate uniformly from the continuous
+    interval. ``kind="linspace"`` draws every coordinate uniformly from ``steps`` evenly
+    spaced values ``min + (max - min) i / (steps - 1)``, ``i = 0..steps-1`` (the
+    reference's grid: ``rand(range(min, max, length=100))`` per coordinate). The
+    simulation draws it once per system, or at every evaluation round when
+    ``MetricSettings.grid_redraw`` is set.
 
     Args:
         X_original: (n, d) original points (round-0 training + test features), n >= 1.
         n_grid: number of grid points, >= 1 (paper: 1000).
         rng: int seed or numpy Generator.
+        kind: ``"uniform"`` or ``"linspace"`` (``MetricSettings.grid``).
+        steps: values per feature of the ``"linspace"`` grid, >= 2
+            (``MetricSettings.grid_steps``; reference: 100).
 
     Returns:
         (n_grid, d) float32.
@@ -357,13 +512,85 @@ def make_grid(X_original: np.ndarray, n_grid: int, rng: int | np.random.Generato
         )
     if not np.isfinite(X).all():
         raise ValueError("The 'X_original' parameter of make_grid contains NaN or infinite values.")
-    problem = check_int(n_grid, "n_grid", "make_grid", 1)
-    if problem:
-        raise ValueError(problem)
+    found = [
+        check_int(n_grid, "n_grid", "make_grid", 1),
+        _choice_problem(kind, "kind", "make_grid", _CHOICES["grid"]),
+        check_int(steps, "steps", "make_grid", 2),
+    ]
+    problems = [p for p in found if p]
+    if problems:
+        raise ValueError(" ".join(problems))
     rng = as_rng(rng)
     low, high = X.min(axis=0), X.max(axis=0)
+    if kind == "linspace":
+        # (steps, d): column j holds the evenly spaced values of feature j.
+        values = np.linspace(low, high, int(steps))
+        index = rng.integers(0, int(steps), size=(int(n_grid), X.shape[1]))
+        return np.take_along_axis(values, index, axis=0).astype(np.float32)
     # low/high are float32 values, so rounding the draws to float32 stays inside the box.
     return rng.uniform(low, high, size=(int(n_grid), X.shape[1])).astype(np.float32)
+
+
+def benchmark_round(
+    model: Classifier,
+    factuals: np.ndarray,
+    counterfactuals: np.ndarray,
+    decision_threshold: float = 0.5,
+) -> RoundBenchmark:
+    """The reference's recourse measures of one round (CounterfactualExplanations.jl's benchmark).
+
+    The reference computes them once per round, right after that round's retraining,
+    with the retrained model, over all K counterfactuals of every individual selected
+    that round (not only the implemented ones), and reports the mean over rounds so far
+    (``success_rate_reference`` etc.). With ``x_i`` the factual and ``c_ik`` the k-th
+    counterfactual (n individuals, K counterfactuals, d features):
+
+    - ``success_rate = (1/n) sum_i (1/K) sum_k [p(c_ik) >= decision_threshold]``,
+      ``p`` the retrained model's target-class probability;
+    - ``distance = (1/n) sum_i (1/(K d)) sum_{k,j} |x_ij - c_ikj|`` (the reference
+      broadcasts its norm over single coordinates, so this is a mean absolute
+      difference, not an L2 distance);
+    - ``redundancy = (1/n) sum_i (1/(K d)) sum_{k,j} [c_ikj == 0]``: the share of
+      counterfactual coordinates exactly equal to 0 (its code tests the
+      counterfactual, not the change, against 0, so this is almost always 0).
+
+    Non-finite counterfactuals are included as they are (a NaN makes ``distance`` NaN).
+
+    Args:
+        model: the classifier after the round's retraining (``predict_proba`` is called).
+        factuals: (n, d) features of the selected individuals before recourse, n >= 1.
+        counterfactuals: (n, K, d) all their counterfactuals, in feature space, K >= 1.
+        decision_threshold: ``gamma`` of the generator that produced them, in (0, 1).
+
+    Returns:
+        A :class:`RoundBenchmark` of Python floats.
+    """
+    x = np.asarray(factuals, dtype=np.float64)
+    c = np.asarray(counterfactuals, dtype=np.float64)
+    problems = []
+    if x.ndim != 2 or x.shape[0] == 0:
+        problems.append(f"'factuals' must be a non-empty 2-D array (n, d); got shape {x.shape}")
+    elif c.ndim != 3 or c.shape[0] != x.shape[0] or c.shape[2] != x.shape[1] or c.shape[1] == 0:
+        problems.append(
+            f"'counterfactuals' must have shape ({x.shape[0]}, K, {x.shape[1]}) with K >= 1 to match "
+            f"'factuals'; got {c.shape}"
+        )
+    threshold_problem = check_real(decision_threshold, "decision_threshold", "benchmark_round", 0.0, 1.0,
+                                   low_open=True, high_open=True)
+    if threshold_problem:
+        problems.append(threshold_problem)
+    if problems:
+        raise ValueError("Invalid arguments to benchmark_round: " + "; ".join(problems) + ".")
+    n, k, d = c.shape
+    # Scored in the model's own input dtype, as the simulation stores features.
+    proba = np.asarray(model.predict_proba(np.asarray(counterfactuals).reshape(n * k, d)), dtype=np.float64)
+    # Every individual has K counterfactuals of d coordinates, so the mean over
+    # individuals of per-individual means is the plain mean over all entries.
+    return RoundBenchmark(
+        success_rate=float(np.mean(proba >= float(decision_threshold))),
+        distance=float(np.mean(np.abs(x[:, None, :] - c))),
+        redundancy=float(np.mean(c == 0.0)),
+    )
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -396,31 +623,67 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 # Registered in SPEC §6 order, which is also the order of evaluate()'s output.
 
 
+def _subsample_rows(a: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` rows of ``a`` drawn without replacement, in their original order (all when small)."""
+    if a.shape[0] <= size:
+        return a
+    return a[np.sort(rng.choice(a.shape[0], size=size, replace=False))]
+
+
+def _reference_p_value(p_value: float, n_permutations: int) -> float:
+    """``#{null >= observed} / P`` recovered from the corrected ``(1 + #) / (1 + P)``."""
+    if n_permutations == 0 or math.isnan(p_value):
+        return math.nan
+    n_extreme = round(p_value * (1 + n_permutations)) - 1
+    return n_extreme / n_permutations
+
+
 def _mmd_with_p(inputs: MetricInputs, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """MMD test of the context's settings; (nan, nan) when a side has fewer than 2 points."""
+    """MMD test of the context's settings; (nan, nan) when a side has fewer than 2 points.
+
+    ``x`` is the round-0 side, ``y`` the current one (their order matters for
+    ``mmd_subsample="match_first"``).
+    """
     if x.shape[0] < 2 or y.shape[0] < 2:
         return math.nan, math.nan
     s = inputs.ctx.settings
-    return mmd_test(
+    n_samples = s.n_samples
+    if s.mmd_subsample == "match_first":
+        # The reference caps both sides at min(len(x), n_samples), so the current side
+        # is never larger than the round-0 side; mmd_test is then left nothing to cut.
+        size = min(x.shape[0], s.n_samples)
+        x = _subsample_rows(x, size, inputs.rng)
+        y = _subsample_rows(y, size, inputs.rng)
+        n_samples = max(x.shape[0], y.shape[0])
+    value, p_value = mmd_test(
         x,
         y,
         n_permutations=s.n_permutations,
         seed=inputs.rng,
         lengthscale=s.lengthscale,
-        n_samples=s.n_samples,
+        n_samples=n_samples,
     )
+    if s.p_value == "reference":
+        p_value = _reference_p_value(p_value, s.n_permutations)
+    return value, p_value
 
 
 def _domain_mmd(inputs: MetricInputs, label: int) -> tuple[float, float]:
     ctx = inputs.ctx
-    return _mmd_with_p(inputs, ctx.X_train0[ctx.y_train0 == label], ctx.X_train[ctx.y_train == label])
+    if ctx.settings.domain_baseline == "train_test":
+        baseline = ctx.X_original[ctx.y_original == label]
+    else:
+        baseline = ctx.X_train0[ctx.y_train0 == label]
+    return _mmd_with_p(inputs, baseline, ctx.X_train[ctx.y_train == label])
 
 
 @register("domain_mmd", "domain")
 def domain_mmd(inputs: MetricInputs) -> tuple[float, float]:
     """MMD between round-0 and current training points of the target class (current labels).
 
-    nan (with p-value nan) when either side has fewer than 2 target-class points.
+    The round-0 side is the training points, or training and test points with
+    ``settings.domain_baseline="train_test"``. nan (with p-value nan) when either side
+    has fewer than 2 target-class points.
     """
     return _domain_mmd(inputs, 1)
 
@@ -503,3 +766,64 @@ register("recourse_cost", "recourse")(_recourse_field("cost"))
 register("recourse_iterations", "recourse")(_recourse_field("iterations"))
 register("n_recourse", "recourse")(_recourse_field("n_recourse"))
 register("share_recourse", "recourse")(_recourse_field("share_recourse"))
+
+
+# ---------------------------------------------------------------------- reference-compatible metrics
+# Registered after the SPEC §6 metrics, so the output starts with those in SPEC order.
+
+
+@register("decisiveness_code", "model")
+def decisiveness_code(inputs: MetricInputs) -> float:
+    """``| ||p_0 - 0.5||_2 - ||p_t - 0.5||_2 |`` over the original points (the reference's code).
+
+    ``p_0`` / ``p_t``: the round-0 / current model's probabilities as vectors over all
+    original points; an unnormalised change, 0 at round 0.
+    """
+    before = np.linalg.norm(inputs.proba("initial", "original") - 0.5)
+    after = np.linalg.norm(inputs.proba("current", "original") - 0.5)
+    return float(abs(before - after))
+
+
+def _benchmark_mean(field_name: str) -> Callable[[MetricInputs], float | None]:
+    def compute(inputs: MetricInputs) -> float | None:
+        stats = inputs.ctx.recourse
+        if stats is None or not stats.round_benchmarks:
+            return None
+        return float(np.mean([getattr(b, field_name) for b in stats.round_benchmarks]))
+
+    compute.__name__ = f"{field_name}_reference"
+    compute.__doc__ = (
+        f"Mean over rounds so far of ``RoundBenchmark.{field_name}`` (each round weighs the same, "
+        "as in the reference); left out without ``RecourseStats.round_benchmarks``."
+    )
+    return compute
+
+
+register("success_rate_reference", "recourse", optional=True)(_benchmark_mean("success_rate"))
+register("distance_reference", "recourse", optional=True)(_benchmark_mean("distance"))
+register("redundancy_reference", "recourse", optional=True)(_benchmark_mean("redundancy"))
+
+
+def _n_individuals(inputs: MetricInputs) -> int | None:
+    stats = inputs.ctx.recourse
+    if stats is None or stats.n_chosen is None:
+        return None
+    return stats.n_chosen + inputs.ctx.settings.n_individuals_offset
+
+
+@register("n_individuals", "recourse", optional=True)
+def n_individuals(inputs: MetricInputs) -> float | None:
+    """Distinct training rows selected so far, plus ``settings.n_individuals_offset``.
+
+    The reference's count (``n_individuals``) is this with offset 1, a bug. Left out
+    without ``RecourseStats.n_chosen``.
+    """
+    count = _n_individuals(inputs)
+    return None if count is None else float(count)
+
+
+@register("share_individuals", "recourse", optional=True)
+def share_individuals(inputs: MetricInputs) -> float | None:
+    """``n_individuals`` divided by the number of training rows (the reference's ``pct_total``)."""
+    count = _n_individuals(inputs)
+    return None if count is None else count / len(inputs.ctx.y_train)

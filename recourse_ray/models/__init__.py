@@ -143,18 +143,20 @@ def _feedforward(name: str, **fixed: Any) -> Factory:
     return factory
 
 
+# ``init``: "glorot_uniform" (Flux's Dense default, as the reference initialises) or
+# "torch" (torch.nn.Linear's default); see FeedForwardClassifier.
 register(
     "logistic_regression",
     _feedforward("logistic_regression", hidden=()),
-    defaults={"backend": "auto"},
+    defaults={"backend": "auto", "init": "glorot_uniform"},
 )
 register(
     "mlp",
     _feedforward("mlp"),
-    defaults={"hidden": [32], "dropout": 0.0, "backend": "auto"},
+    defaults={"hidden": [32], "dropout": 0.0, "backend": "auto", "init": "glorot_uniform"},
 )
 register(
     "deep_ensemble",
     _feedforward("deep_ensemble"),
-    defaults={"hidden": [32], "dropout": 0.0, "n_members": 5, "backend": "auto"},
+    defaults={"hidden": [32], "dropout": 0.0, "n_members": 5, "backend": "auto", "init": "glorot_uniform"},
 )

@@ -34,7 +34,7 @@ from recourse_ray.models._training import (
     training_device,
 )
 
-__all__ = ["FeedForwardClassifier", "layer_offsets", "n_params"]
+__all__ = ["FeedForwardClassifier", "INITS", "layer_offsets", "n_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ logger = logging.getLogger(__name__)
 # this many multiply-adds per step (rows x members x parameters), "auto" trains with torch.
 TORCH_MIN_WIDTH = 128
 TORCH_MIN_STEP_MACS = 2**23
+
+#: Initial-weight schemes: ``"glorot_uniform"`` (Flux's ``Dense`` default, the study's
+#: framework: weights U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), zero biases) and
+#: ``"torch"`` (``torch.nn.Linear``'s default: weights and biases U(-b, b) with
+#: b = 1 / sqrt(fan_in)).
+INITS = ("glorot_uniform", "torch")
 
 
 def layer_offsets(layer_sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
@@ -70,8 +76,11 @@ class FeedForwardClassifier:
         backend: training path: ``"fused"`` (compiled loop), ``"torch"`` (eager torch
             Adam) or ``"auto"`` (fused when the kernel is available, except for wide
             models at large batches; :meth:`training_backend`).
-        seed: int or numpy Generator for the initial weights (Glorot-uniform weights,
-            zero biases: the defaults of Flux, the study's framework).
+        seed: int or numpy Generator for the initial weights.
+        init: the initial-weight scheme (:data:`INITS`): ``"glorot_uniform"`` (the
+            default; Glorot-uniform weights and zero biases, the defaults of Flux's
+            ``Dense``, the study's framework) or ``"torch"`` (``torch.nn.Linear``'s
+            default, weights and biases uniform in +-1/sqrt(fan_in)).
         name: the registry name this model was created under (and the owner named
             in error messages).
 
@@ -88,6 +97,7 @@ class FeedForwardClassifier:
         n_members: int = 1,
         backend: str = "auto",
         seed: int | np.random.Generator = 0,
+        init: str = "glorot_uniform",
         name: str = "feedforward",
     ) -> None:
         hidden = tuple(hidden)
@@ -100,6 +110,9 @@ class FeedForwardClassifier:
                 check_real(dropout, "dropout", name, 0.0, 1.0, high_open=True),
                 check_int(n_members, "n_members", name, 1),
                 backend_problem(backend, name),
+                None
+                if isinstance(init, str) and init in INITS
+                else param_message("init", name, "one of " + ", ".join(map(repr, INITS)), init),
             )
             if p
         ]
@@ -111,6 +124,7 @@ class FeedForwardClassifier:
         self.dropout = float(dropout)
         self.n_members = int(n_members)
         self.backend = backend
+        self.init = init
         self.layer_sizes = (self.input_dim, *self.hidden, 1)
         self._offsets = layer_offsets(self.layer_sizes)
         self.params = torch.zeros(self.n_members, n_params(self.layer_sizes), dtype=torch.float32)
@@ -119,13 +133,24 @@ class FeedForwardClassifier:
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self, seed: int | np.random.Generator) -> None:
-        """Glorot-uniform weights and zero biases, drawn independently per member."""
+        """Fresh weights of the model's ``init`` scheme, drawn independently per member.
+
+        Draws from ``as_rng(seed)``, member by member, layer by layer: the weight matrix
+        (row-major), then, for ``init="torch"`` only, the bias (Glorot biases are zero
+        and draw nothing).
+        """
         rng = as_rng(seed)
         block = np.zeros(self.params.shape, dtype=np.float32)
         for m in range(self.n_members):
             for w_off, b_off, fan_in, fan_out in self._offsets:
-                limit = np.sqrt(6.0 / (fan_in + fan_out))
-                block[m, w_off:b_off] = rng.uniform(-limit, limit, size=fan_in * fan_out)
+                if self.init == "torch":
+                    # kaiming_uniform_(a=sqrt(5)) of nn.Linear reduces to this bound.
+                    bound = 1.0 / np.sqrt(fan_in)
+                    block[m, w_off:b_off] = rng.uniform(-bound, bound, size=fan_in * fan_out)
+                    block[m, b_off : b_off + fan_out] = rng.uniform(-bound, bound, size=fan_out)
+                else:
+                    limit = np.sqrt(6.0 / (fan_in + fan_out))
+                    block[m, w_off:b_off] = rng.uniform(-limit, limit, size=fan_in * fan_out)
         self.params.copy_(torch.from_numpy(block))
 
     def layers(self, params: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -181,6 +206,7 @@ class FeedForwardClassifier:
             "dropout": self.dropout,
             "n_members": self.n_members,
             "backend": self.backend,
+            "init": self.init,
         }
 
     def clone(self) -> FeedForwardClassifier:
@@ -207,6 +233,7 @@ class FeedForwardClassifier:
         d = d.copy()
         # Always a private, writable copy: unpickled arrays may live in read-only shared memory.
         d["params"] = torch.from_numpy(np.array(d["params"], dtype=np.float32, order="C"))
+        d.setdefault("init", "glorot_uniform")  # pickles from before the option
         self.__dict__.update(d)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FeedForwardClassifier:
@@ -217,7 +244,9 @@ class FeedForwardClassifier:
     def __repr__(self) -> str:
         return (
             f"FeedForwardClassifier(name={self.name!r}, layers={list(self.layer_sizes)}, "
-            f"dropout={self.dropout}, n_members={self.n_members}, backend={self.backend!r})"
+            f"dropout={self.dropout}, n_members={self.n_members}, backend={self.backend!r}"
+            + ("" if self.init == "glorot_uniform" else f", init={self.init!r}")
+            + ")"
         )
 
     # ------------------------------------------------------------------ forward
@@ -297,13 +326,16 @@ class FeedForwardClassifier:
         seed: int | np.random.Generator,
         lr: float = 1e-3,
         device: str | torch.device | None = None,
+        shuffle: bool = True,
     ) -> np.ndarray:
         """Continue training from the current weights with a fresh Adam state (SPEC §2).
 
         Mini-batch Adam on binary cross-entropy with logits; every member is trained on
-        its own shuffle of the rows in every epoch. Both backends consume the same
-        random draws from ``seed``: one permutation per member and epoch, then one
-        dropout seed per member. The backend is :meth:`training_backend`'s choice.
+        its own shuffle of the rows in every epoch (``shuffle=False``: every member on
+        the rows in index order, every epoch, as the reference does). Both backends
+        consume the same random draws from ``seed``: one permutation per member and
+        epoch (none without shuffling), then one dropout seed per member. The backend is
+        :meth:`training_backend`'s choice.
 
         Args:
             X: (n, d) features. y: (n,) labels in {0, 1}.
@@ -314,6 +346,11 @@ class FeedForwardClassifier:
                 ignores it. None or a CPU device: the torch path trains ``params`` in
                 place; any other device: it trains a copy there and copies the result
                 back into ``params`` in place.
+            shuffle: True (the default): a fresh permutation of the rows per member and
+                epoch. False: rows ``0, 1, ..., n - 1`` in every epoch (the reference's
+                Flux loop, ``zip`` over the data's columns). Members always train
+                independently, each with its own Adam state, as the reference trains
+                its ensemble's networks one after another with a fresh optimizer each.
 
         Returns:
             (n_members, epochs) float64: mean batch loss of each epoch (computed before
@@ -325,10 +362,10 @@ class FeedForwardClassifier:
         """
         owner = "FeedForwardClassifier.fit"
         X, yf = check_training_args(
-            X, y, epochs=epochs, batch_size=batch_size, lr=lr, input_dim=self.input_dim, owner=owner
+            X, y, epochs=epochs, batch_size=batch_size, lr=lr, input_dim=self.input_dim, owner=owner, shuffle=shuffle
         )
         dev = training_device(device, owner)
-        orders, dropout_seeds = self._draw_epochs(as_rng(seed), int(epochs), X.shape[0])
+        orders, dropout_seeds = self._draw_epochs(as_rng(seed), int(epochs), X.shape[0], bool(shuffle))
         if epochs == 0:
             losses = np.zeros((self.n_members, 0))
         elif self.training_backend(min(int(batch_size), X.shape[0])) == "fused":
@@ -338,17 +375,23 @@ class FeedForwardClassifier:
         self.last_fit_losses_ = losses
         return losses
 
-    def _draw_epochs(self, rng: np.random.Generator, epochs: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw_epochs(
+        self, rng: np.random.Generator, epochs: int, n: int, shuffle: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every random draw of one ``fit``, in this order, shared by both backends.
 
         Returns:
             orders: (n_members, epochs, n) int64, one permutation of the rows per member
-            and epoch (member-major); dropout_seeds: (n_members,) uint64, one per member.
+            and epoch (member-major), or ``arange(n)`` everywhere when not ``shuffle``
+            (nothing drawn); dropout_seeds: (n_members,) uint64, one per member.
         """
         orders = np.empty((self.n_members, epochs, n), dtype=np.int64)
-        for m in range(self.n_members):
-            for e in range(epochs):
-                orders[m, e] = rng.permutation(n)
+        if shuffle:
+            for m in range(self.n_members):
+                for e in range(epochs):
+                    orders[m, e] = rng.permutation(n)
+        else:
+            orders[...] = np.arange(n, dtype=np.int64)
         dropout_seeds = np.array([spawn_seed(rng) for _ in range(self.n_members)], dtype=np.uint64)
         return orders, dropout_seeds
 

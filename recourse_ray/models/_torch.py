@@ -4,7 +4,8 @@ A user model is a ``torch.nn.Module`` that maps ``(N, d)`` float32 features to l
 shape ``(N,)`` or ``(N, 1)``. :class:`TorchClassifier` gives it the classifier interface
 the simulation needs (``models.Classifier``). ``fit`` follows the same semantics as the
 built-in models (fresh Adam state per call, one permutation of the rows per epoch from
-the seed, mean BCE on logits per mini-batch); randomness inside the module (dropout) is
+the seed, or the rows in index order with ``shuffle=False``; mean BCE on logits per
+mini-batch); randomness inside the module (dropout) is
 drawn from torch's global generator *inside* ``torch.random.fork_rng``, seeded from our
 seed, so the process's global RNG state is left as it was. ``fit(..., device="cuda")``
 moves the module there for the training and back to the CPU afterwards.
@@ -104,11 +105,13 @@ class TorchClassifier:
         seed: int | np.random.Generator,
         lr: float = 1e-3,
         device: str | torch.device | None = None,
+        shuffle: bool = True,
     ) -> np.ndarray:
         """Continue training with a fresh Adam state.
 
-        Draws from ``seed``, in this order: one permutation of the rows per epoch, then
-        the seed of torch's generator for the module's own randomness (dropout).
+        Draws from ``seed``, in this order: one permutation of the rows per epoch (none
+        when ``shuffle`` is False), then the seed of torch's generator for the module's
+        own randomness (dropout).
 
         Args:
             X: (n, d) features. y: (n,) labels in {0, 1}.
@@ -118,6 +121,8 @@ class TorchClassifier:
             device: None or a CPU device: train the module in place on the CPU. Any other
                 device: move the module there (its parameters keep their identity), train,
                 and move it back to the CPU, also when training fails.
+            shuffle: True (the default): a fresh permutation of the rows every epoch;
+                False: rows ``0, 1, ..., n - 1`` every epoch (the reference's order).
 
         Returns:
             (1, epochs) float64 mean batch loss of each epoch.
@@ -127,11 +132,14 @@ class TorchClassifier:
         """
         owner = "TorchClassifier.fit"
         X, yf = check_training_args(
-            X, y, epochs=epochs, batch_size=batch_size, lr=lr, input_dim=self.input_dim, owner=owner
+            X, y, epochs=epochs, batch_size=batch_size, lr=lr, input_dim=self.input_dim, owner=owner, shuffle=shuffle
         )
         dev = training_device(device, owner)
         rng = as_rng(seed)
-        orders = [rng.permutation(X.shape[0]) for _ in range(epochs)]
+        if shuffle:
+            orders = [rng.permutation(X.shape[0]) for _ in range(epochs)]
+        else:
+            orders = [np.arange(X.shape[0], dtype=np.int64) for _ in range(epochs)]
         torch_seed = spawn_seed(rng)
         if dev is None:
             losses = self._train(X, yf, orders, batch_size, lr, torch_seed)

@@ -20,6 +20,7 @@ __all__ = [
     "BACKENDS",
     "Found",
     "backend_problem",
+    "bool_problem",
     "check_training_args",
     "feature_problems",
     "schedule_problems",
@@ -50,6 +51,13 @@ def backend_problem(backend: object, owner: str) -> str | None:
     if isinstance(backend, str) and backend in BACKENDS:
         return None
     return param_message("backend", owner, "one of " + ", ".join(map(repr, BACKENDS)), backend)
+
+
+def bool_problem(value: object, name: str, owner: str) -> str | None:
+    """None when ``value`` is a bool (Python or numpy), else the message."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    return param_message(name, owner, "a bool", value)
 
 
 def feature_problems(X: np.ndarray, input_dim: int, owner: str) -> list[str]:
@@ -94,6 +102,7 @@ def check_training_args(
     lr: float,
     input_dim: int,
     owner: str,
+    shuffle: object = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check the arguments of a classifier's ``fit`` and return private training copies.
 
@@ -105,6 +114,7 @@ def check_training_args(
         lr: learning rate, > 0.
         input_dim: the model's number of features.
         owner: the function named in the messages (e.g. ``"TorchClassifier.fit"``).
+        shuffle: the ``fit``'s row-order switch, which must be a bool.
 
     Returns:
         ``X`` as a private, C-ordered, writable (n_samples, input_dim) float32 copy (the
@@ -120,6 +130,9 @@ def check_training_args(
         n_rows = X.shape[0] if X.ndim >= 1 else "n_samples"
         problems.append(param_message("y", owner, f"an array of shape ({n_rows},)", Found(f"shape {y.shape}")))
     problems.extend(schedule_problems(epochs, batch_size, lr, owner))
+    shuffle_msg = bool_problem(shuffle, "shuffle", owner)
+    if shuffle_msg:
+        problems.append(shuffle_msg)
     if problems:
         raise ValueError(" ".join(problems))
     return X, y.astype(np.float32)

@@ -19,21 +19,35 @@ study's synthetic sets (features with std ~0.5) that VAE collapses: the KL costs
 than the information it would carry, the decoder returns the data mean (relative
 reconstruction RMSE 0.8-1.0) and REVISE finds no valid counterfactual at all (measured
 validity 0.0 on ``overlapping``). With scaled reconstruction and ``kl_weight = 0.1`` the
-relative RMSE is ~0.08 and REVISE's validity 0.86-0.98 (docs/semantics.md). The
-reference compared the latent sample with the input in its reconstruction term and added
-weight decay on the decoder; we reproduce neither.
+relative RMSE is ~0.08 and REVISE's validity 0.86-0.98 (docs/semantics.md).
+
+``objective="reference"`` trains the VAE of the reference instead
+(CounterfactualExplanations.jl 0.1.4, ``GenerativeModels.VAE``): the encoder's second
+head is log sigma (not log-variance); the batch loss is the summed squared error of
+``decode(z)`` against ``x`` divided by the batch's rows, plus the full KL divergence
+(also summed and divided by the rows), plus ``0.01`` times the sum of squares of every
+decoder parameter (weights and biases); and ``keep_optimizer=True`` keeps one Adam state
+(moments and step count) across all ``fit`` calls, as the reference keeps its optimizer
+in the model. Each part is its own option (``kl_weight``, ``decoder_weight_decay``,
+``keep_optimizer``), see :class:`VAE`. That VAE collapses on some data (the decoder
+returns nearly the data mean); every ``fit`` records the reconstruction error and the
+spread of the decoded training data (``reconstruction_error_``, ``decoded_spread_``,
+:attr:`VAE.collapsed`) so that a collapse is visible, and logs a warning when one starts.
 
 Training has two paths with the same semantics: a compiled kernel
 (``_fused_vae.train_vae_epochs``, numba; the default when numba is available) and eager
 torch autograd (the reference). Both consume the same row orders and reparameterisation
 noise, drawn from the fit's numpy Generator, so they agree to float32 rounding
 (docs/fused_training.md, "VAE"). ``fit(..., device=...)`` trains the torch path on that
-device (the fused path runs on the CPU), like the classifiers' ``fit``.
+device (the fused path runs on the CPU), like the classifiers' ``fit``. The kernel
+implements the default objective with a fresh Adam state only: the reference objective,
+decoder weight decay and a kept optimizer train with torch.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Any, Literal
 
@@ -41,19 +55,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recourse_ray._config import check_int, check_real
+from recourse_ray._config import check_int, check_real, param_message
 from recourse_ray._rng import as_rng
 from recourse_ray.models._training import (
     ADAM_BETAS,
     ADAM_EPS,
     BACKENDS,
     backend_problem,
+    bool_problem,
     feature_problems,
     schedule_problems,
     training_device,
 )
 
-__all__ = ["VAE", "BACKENDS"]
+__all__ = ["VAE", "BACKENDS", "OBJECTIVES", "COLLAPSE_RATIO"]
+
+logger = logging.getLogger(__name__)
+
+#: Training objectives: ``"scaled"`` (this project's default, see the module docstring)
+#: and ``"reference"`` (CounterfactualExplanations.jl 0.1.4's VAE).
+OBJECTIVES = ("scaled", "reference")
+#: Defaults that follow the objective: (KL weight, decoder weight decay).
+_OBJECTIVE_DEFAULTS = {"scaled": (0.1, 0.0), "reference": (1.0, 0.01)}
+#: A fit counts as collapsed when, in every feature that varies in the data, the spread
+#: of the decoded training data is below this share of the data's own spread.
+COLLAPSE_RATIO = 0.1
+#: The decoder's parameters, the ones the reference's weight decay covers (weights and
+#: biases: Flux.params of its decoder); they are the last entries of _LAYOUT.
+_DECODER = ("dec_w", "dec_b", "out_w", "out_b")
 
 # Parameter tensors in a fixed order: name -> (rows, cols) given (d, h, l); cols None for biases.
 _LAYOUT = (
@@ -78,18 +107,46 @@ class VAE:
         latent_dim: size of the latent code (2 for the synthetic data, 8 for real-world
             data in the study).
         hidden: width of the hidden layer of the encoder and of the decoder.
-        kl_weight: weight of the KL term of the loss (> 0).
+        kl_weight: weight of the KL term of the loss (> 0); None (the default): 0.1 for
+            the ``"scaled"`` objective, 1.0 (the full KL) for ``"reference"``.
         seed: int or numpy Generator for the initial weights (Glorot-uniform weights,
             zero biases, as Flux initialises them).
         backend: training path of :meth:`fit`: ``"fused"`` (the compiled kernel of
             ``_fused_vae``), ``"torch"`` (eager torch autograd, the reference) or
-            ``"auto"`` (the default: fused when numba is available, torch otherwise).
+            ``"auto"`` (the default: fused when numba is available and the kernel
+            implements the options, torch otherwise).
+        objective: ``"scaled"`` (the default): per-feature scaled squared error, averaged
+            over the batch's rows with the weighted KL, the encoder's second head is the
+            log-variance. ``"reference"``: the loss of CounterfactualExplanations.jl
+            0.1.4, ``sum((decode(z) - x)^2) / B + kl_weight * KL_sum / B`` (B the
+            batch's rows, no feature scaling), the second head is log sigma.
+        decoder_weight_decay: ``lambda >= 0`` adding ``lambda * sum(p^2)`` over every
+            decoder weight and bias to each batch loss (not divided by B); None (the
+            default): 0 for ``"scaled"``, 0.01 (the reference's ``λ``) for ``"reference"``.
+        keep_optimizer: False (the default): every ``fit`` starts a fresh Adam state.
+            True: one Adam state (both moments and the step count of the bias
+            correction) is kept from ``fit`` to ``fit``, as the reference keeps its
+            ``Adam`` in the model across pretraining and every retraining.
+
+    The fused kernel implements ``objective="scaled"`` without weight decay and with a
+    fresh optimizer; any other choice trains with torch (``backend="fused"`` then
+    raises).
 
     Attributes:
         flat: (n_params,) float32 tensor holding every weight (no gradient outside ``fit``).
         params: name -> view of ``flat`` (``enc_w (hidden, input_dim)``, ``enc_b``, ``mu_w``,
             ``mu_b``, ``logvar_w``, ``logvar_b``, ``dec_w``, ``dec_b``, ``out_w``, ``out_b``).
+            With the reference objective ``logvar_w`` / ``logvar_b`` are the log-sigma head.
+        kl_weight / decoder_weight_decay: the resolved weights (floats).
         last_fit_losses_: per-epoch losses of the latest ``fit`` call.
+        optimizer_state_: with ``keep_optimizer``, after a fit: ``{"exp_avg", "exp_avg_sq"}``
+            (n_params,) float32 tensors and ``"step"`` (int, Adam steps taken so far);
+            None otherwise.
+        reconstruction_error_: after each fit, the mean over rows and features of
+            ``(decode(encode(X)) - X)^2`` on the fit's data (float).
+        decoded_spread_ / data_spread_: after each fit, (input_dim,) float64 standard
+            deviation over the fit's rows of ``decode(encode(X))`` / of ``X``, per feature
+            (see :attr:`collapsed`).
 
     Raises:
         ValueError: an argument out of its range (every problem listed).
@@ -101,10 +158,21 @@ class VAE:
         *,
         latent_dim: int = 2,
         hidden: int = 32,
-        kl_weight: float = 0.1,
+        kl_weight: float | None = None,
         seed: int | np.random.Generator,
         backend: str = "auto",
+        objective: str = "scaled",
+        decoder_weight_decay: float | None = None,
+        keep_optimizer: bool = False,
     ) -> None:
+        known = isinstance(objective, str) and objective in OBJECTIVES
+        objective_problem = None
+        if not known:
+            expected = "one of " + ", ".join(map(repr, OBJECTIVES))
+            objective_problem = param_message("objective", "VAE", expected, objective)
+        default_kl, default_decay = _OBJECTIVE_DEFAULTS[objective if known else "scaled"]
+        kl_weight = default_kl if kl_weight is None else kl_weight
+        decoder_weight_decay = default_decay if decoder_weight_decay is None else decoder_weight_decay
         problems = [
             p
             for p in (
@@ -113,9 +181,22 @@ class VAE:
                 check_int(hidden, "hidden", "VAE", 1),
                 check_real(kl_weight, "kl_weight", "VAE", 0.0, None, low_open=True),
                 backend_problem(backend, "VAE"),
+                objective_problem,
+                check_real(decoder_weight_decay, "decoder_weight_decay", "VAE", 0.0, None),
+                bool_problem(keep_optimizer, "keep_optimizer", "VAE"),
             )
             if p
         ]
+        if not problems and backend == "fused" and _needs_torch(objective, float(decoder_weight_decay), keep_optimizer):
+            problems.append(
+                param_message(
+                    "backend",
+                    "VAE",
+                    "'auto' or 'torch' when objective='reference', decoder_weight_decay > 0 or keep_optimizer=True "
+                    "(the fused kernel implements the default objective with a fresh optimizer only)",
+                    backend,
+                )
+            )
         if problems:
             raise ValueError(" ".join(problems))
         self.input_dim = int(input_dim)
@@ -123,6 +204,13 @@ class VAE:
         self.hidden = int(hidden)
         self.kl_weight = float(kl_weight)
         self.backend = backend
+        self.objective = objective
+        self.decoder_weight_decay = float(decoder_weight_decay)
+        self.keep_optimizer = bool(keep_optimizer)
+        self.optimizer_state_: dict[str, Any] | None = None
+        self.reconstruction_error_: float | None = None
+        self.decoded_spread_: np.ndarray | None = None
+        self.data_spread_: np.ndarray | None = None
         # Per-feature std of the data of the first fit (None until then): the scale of the
         # reconstruction likelihood.
         self.scale_: torch.Tensor | None = None
@@ -152,7 +240,7 @@ class VAE:
         return sum(math.prod(self._shape(r, c)) for _, r, c in _LAYOUT)
 
     def reset_parameters(self, seed: int | np.random.Generator) -> None:
-        """Glorot-uniform weights and zero biases drawn from ``seed``."""
+        """Glorot-uniform weights and zero biases drawn from ``seed`` (and no kept Adam state)."""
         rng = as_rng(seed)
         parts = []
         for _, rows, cols in _LAYOUT:
@@ -163,6 +251,7 @@ class VAE:
                 limit = math.sqrt(6.0 / (shape[0] + shape[1]))
                 parts.append(rng.uniform(-limit, limit, size=math.prod(shape)).astype(np.float32))
         self._bind(torch.from_numpy(np.concatenate(parts)))
+        self.optimizer_state_ = None
 
     def clone(self) -> VAE:
         """An independent copy (weights copied)."""
@@ -178,6 +267,7 @@ class VAE:
         new.__dict__.update(self.__dict__)
         new._bind(self.flat.detach().to(dev, copy=True))
         new.scale_ = None if self.scale_ is None else self.scale_.detach().to(dev, copy=True)
+        new.optimizer_state_ = _state_to(self.optimizer_state_, dev)
         new.last_fit_losses_ = None
         return new
 
@@ -185,12 +275,33 @@ class VAE:
         d = self.__dict__.copy()
         d.pop("params")
         d["flat"] = self.flat.detach().numpy().copy()
+        state = self.optimizer_state_
+        if state is not None:
+            d["optimizer_state_"] = {
+                "exp_avg": state["exp_avg"].detach().cpu().numpy().copy(),
+                "exp_avg_sq": state["exp_avg_sq"].detach().cpu().numpy().copy(),
+                "step": int(state["step"]),
+            }
         return d
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         d = d.copy()
-        d.setdefault("backend", "auto")  # pickles from before the fused backend
+        # Pickles from before an option existed get its default.
+        d.setdefault("backend", "auto")
+        d.setdefault("objective", "scaled")
+        d.setdefault("decoder_weight_decay", 0.0)
+        d.setdefault("keep_optimizer", False)
+        for name in ("optimizer_state_", "reconstruction_error_", "decoded_spread_", "data_spread_"):
+            d.setdefault(name, None)
         flat = torch.from_numpy(np.array(d.pop("flat"), dtype=np.float32))
+        state = d["optimizer_state_"]
+        if state is not None:
+            # Private, writable copies: unpickled arrays may be read-only (Ray's object store).
+            d["optimizer_state_"] = {
+                "exp_avg": torch.from_numpy(np.array(state["exp_avg"], dtype=np.float32)),
+                "exp_avg_sq": torch.from_numpy(np.array(state["exp_avg_sq"], dtype=np.float32)),
+                "step": int(state["step"]),
+            }
         self.__dict__.update(d)
         self._bind(flat)
 
@@ -200,17 +311,48 @@ class VAE:
         return new
 
     def __repr__(self) -> str:
+        options = ""
+        if self.objective != "scaled":
+            options += f", objective={self.objective!r}"
+        if self.decoder_weight_decay != _OBJECTIVE_DEFAULTS[self.objective][1]:
+            options += f", decoder_weight_decay={self.decoder_weight_decay}"
+        if self.keep_optimizer:
+            options += ", keep_optimizer=True"
         return (
             f"VAE(input_dim={self.input_dim}, latent_dim={self.latent_dim}, hidden={self.hidden}, "
-            f"kl_weight={self.kl_weight}, backend={self.backend!r})"
+            f"kl_weight={self.kl_weight}, backend={self.backend!r}{options})"
         )
 
     # ------------------------------------------------------------------ forward
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, input_dim) -> mean and log-variance of q(z|x), each (N, latent_dim)."""
+        """(N, input_dim) -> mean and log-variance of q(z|x), each (N, latent_dim); differentiable.
+
+        q(z|x) is the diagonal Gaussian N(mean, exp(logvar)): its standard deviation is
+        ``exp(0.5 * logvar)``, and ``mean + exp(0.5 * logvar) * eps`` with
+        ``eps ~ N(0, I)`` is a sample (:meth:`sample_latent`), what a search that starts
+        "from z ~ q(z|x)" (the reference's REVISE) needs. Whatever the objective, the
+        second output is the log-variance: with ``objective="reference"`` the encoder's
+        head is log sigma and is returned doubled (exactly: a float times 2).
+        """
         p = self.params
         h = torch.relu(F.linear(x, p["enc_w"], p["enc_b"]))
-        return F.linear(h, p["mu_w"], p["mu_b"]), F.linear(h, p["logvar_w"], p["logvar_b"])
+        mean, head = F.linear(h, p["mu_w"], p["mu_b"]), F.linear(h, p["logvar_w"], p["logvar_b"])
+        if self.objective == "reference":
+            return mean, 2.0 * head
+        return mean, head
+
+    def sample_latent(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """A reparameterised sample of q(z|x): ``mean + exp(0.5 logvar) * noise``.
+
+        Args:
+            x: (N, input_dim) features. noise: (N, latent_dim) standard-normal draws
+                (the caller draws them, from its own generator).
+
+        Returns:
+            (N, latent_dim) latent codes, differentiable in ``x``.
+        """
+        mean, logvar = self.encode_moments(x)
+        return mean + torch.exp(0.5 * logvar) * noise
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, input_dim) -> encoder mean (N, latent_dim); differentiable."""
@@ -228,28 +370,69 @@ class VAE:
             return self.decode(self.encode(torch.as_tensor(np.asarray(X, dtype=np.float32)))).numpy()
 
     def loss(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Negative ELBO of batch ``x`` (B, d) with reparameterisation noise (B, latent_dim)."""
+        """The objective of batch ``x`` (B, d) with reparameterisation noise (B, latent_dim).
+
+        ``"scaled"``: mean over rows of ``sum_j ((xhat_j - x_j) / scale_j)^2 +
+        kl_weight * KL`` (no scaling before the first fit). ``"reference"``:
+        ``sum((xhat - x)^2) / B + kl_weight * sum(KL) / B``, as
+        CounterfactualExplanations.jl 0.1.4's ``model_loss``. Either plus
+        ``decoder_weight_decay * sum(p^2)`` over the decoder's weights and biases when
+        that weight is > 0. ``KL = 0.5 sum_k (exp(logvar_k) + mu_k^2 - 1 - logvar_k)``,
+        ``xhat = decode(mu + exp(0.5 logvar) * noise)``.
+        """
         mu, logvar = self.encode_moments(x)
         z = mu + torch.exp(0.5 * logvar) * noise
         error = self.decode(z) - x
-        if self.scale_ is not None:
-            error = error / self.scale_
-        reconstruction = error.pow(2).sum(dim=1)
-        kl = 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar).sum(dim=1)
-        return (reconstruction + self.kl_weight * kl).mean()
+        if self.objective == "reference":
+            rows = x.shape[0]
+            reconstruction = error.pow(2).sum() / rows
+            kl = 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar).sum() / rows
+            out = reconstruction + self.kl_weight * kl
+        else:
+            if self.scale_ is not None:
+                error = error / self.scale_
+            reconstruction = error.pow(2).sum(dim=1)
+            kl = 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar).sum(dim=1)
+            out = (reconstruction + self.kl_weight * kl).mean()
+        if self.decoder_weight_decay > 0:
+            # The decoder's tensors end the flat block (_LAYOUT): one slice covers them all.
+            decoder = self.flat[self.n_params() - self._decoder_size() :]
+            out = out + self.decoder_weight_decay * decoder.pow(2).sum()
+        return out
+
+    def _decoder_size(self) -> int:
+        """Entries of the decoder's tensors (``_DECODER``, the last ones of ``flat``)."""
+        return sum(math.prod(self._shape(r, c)) for name, r, c in _LAYOUT if name in _DECODER)
+
+    @property
+    def collapsed(self) -> bool | None:
+        """Whether the latest fit ended collapsed; None before any fit.
+
+        Collapsed: in every feature that varies in the fit's data, the decoded spread
+        (``decoded_spread_``) is below ``COLLAPSE_RATIO`` (0.1) times the data's spread
+        (``data_spread_``): the decoder maps the training data to nearly one point.
+        """
+        if self.decoded_spread_ is None or self.data_spread_ is None:
+            return None
+        varies = self.data_spread_ > 0
+        if not varies.any():
+            return False
+        ratio = self.decoded_spread_[varies] / self.data_spread_[varies]
+        return bool(ratio.max() < COLLAPSE_RATIO)
 
     # ------------------------------------------------------------------ training
     def training_backend(self) -> Literal["fused", "torch"]:
         """``"fused"`` or ``"torch"``: the path :meth:`fit` takes.
 
-        ``"auto"`` (the default) picks the compiled kernel whenever numba is available,
-        ``"fused"`` always, ``"torch"`` never. The device ``fit`` is given does not enter:
-        the fused path runs on the CPU whatever it is.
+        ``"auto"`` (the default) picks the compiled kernel whenever numba is available
+        and the kernel implements the options (the default objective, no decoder weight
+        decay, a fresh optimizer), ``"fused"`` always, ``"torch"`` never. The device
+        ``fit`` is given does not enter: the fused path runs on the CPU whatever it is.
 
         Raises:
             RuntimeError: ``backend="fused"`` but numba is unavailable (the reason included).
         """
-        if self.backend == "torch":
+        if self.backend == "torch" or _needs_torch(self.objective, self.decoder_weight_decay, self.keep_optimizer):
             return "torch"
         # Imported on first use: it imports numba, which most commands never need.
         from recourse_ray.models import _fused_vae
@@ -268,15 +451,20 @@ class VAE:
         lr: float = 1e-3,
         device: str | torch.device | None = None,
     ) -> np.ndarray:
-        """Continue training from the current weights with a fresh Adam state.
+        """Continue training from the current weights.
 
-        All randomness comes from one numpy Generator ``rng = as_rng(seed)``, drawn in this
-        order, epoch by epoch: ``order = rng.permutation(n)``, then
-        ``eps = rng.standard_normal((n, latent_dim), dtype=np.float32)``. The batch at
-        positions ``order[s:s+B]`` uses the noise ``eps[s:s+B]`` (noise follows the
-        position in the shuffled order, not the row). All draws happen before training,
-        so both backends consume identical batches and noise. No global RNG is used.
-        The backend is :meth:`training_backend`'s choice.
+        Adam starts from a fresh state, or, with ``keep_optimizer``, from the state the
+        previous ``fit`` left (``optimizer_state_``). All randomness comes from one numpy
+        Generator ``rng = as_rng(seed)``, drawn in this order, epoch by epoch:
+        ``order = rng.permutation(n)``, then ``eps = rng.standard_normal((n, latent_dim),
+        dtype=np.float32)``. The batch at positions ``order[s:s+B]`` uses the noise
+        ``eps[s:s+B]`` (noise follows the position in the shuffled order, not the row).
+        All draws happen before training, so both backends consume identical batches and
+        noise. No global RNG is used. The backend is :meth:`training_backend`'s choice.
+
+        After training, ``reconstruction_error_``, ``decoded_spread_`` and
+        ``data_spread_`` describe the fit on ``X`` (also for ``epochs=0``); a warning is
+        logged when the fit ends :attr:`collapsed` and the previous one did not.
 
         Args:
             X: (n_samples, input_dim) features.
@@ -304,7 +492,7 @@ class VAE:
         dev = training_device(device, "VAE.fit")
         fused = self.training_backend() == "fused"
         orders, noise = self._draw_epochs(as_rng(seed), int(epochs), X.shape[0])
-        if self.scale_ is None:
+        if self.scale_ is None and self.objective == "scaled":
             std = X.std(axis=0)
             self.scale_ = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32))
         if fused:
@@ -312,7 +500,26 @@ class VAE:
         else:
             losses = self._fit_torch(X, orders, noise, int(batch_size), float(lr), device=dev)
         self.last_fit_losses_ = losses
+        self._record_fit_quality(X)
         return losses
+
+    def _record_fit_quality(self, X: np.ndarray) -> None:
+        """Set ``reconstruction_error_``, ``decoded_spread_``, ``data_spread_`` for ``X`` (n, d) float32."""
+        was_collapsed = self.collapsed
+        with torch.no_grad():
+            decoded = self.decode(self.encode(torch.from_numpy(X))).numpy().astype(np.float64)
+        data = X.astype(np.float64)
+        self.reconstruction_error_ = float(np.mean((decoded - data) ** 2))
+        self.decoded_spread_ = decoded.std(axis=0)
+        self.data_spread_ = data.std(axis=0)
+        if self.collapsed and not was_collapsed:
+            logger.warning(
+                "The VAE collapsed: the decoded training data spread %s per feature against the data's %s "
+                "(reconstruction MSE %.4g); latent-space search will find few distinct points.",
+                np.array2string(self.decoded_spread_, precision=3),
+                np.array2string(self.data_spread_, precision=3),
+                self.reconstruction_error_,
+            )
 
     def _draw_epochs(self, rng: np.random.Generator, epochs: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Every random draw of one ``fit``, epoch by epoch (the order :meth:`fit` documents).
@@ -365,12 +572,16 @@ class VAE:
         Returns:
             (epochs,) float64 losses.
         """
+        kept = _state_to(self.optimizer_state_, device or torch.device("cpu")) if self.keep_optimizer else None
         if device is None:
-            return self._adam_loop(X, orders, noise, batch_size, lr)
-        moved = self.on_device(device)
-        losses = moved._adam_loop(X, orders, noise, batch_size, lr, device=device)
-        with torch.no_grad():
-            self.flat.copy_(moved.flat.detach().cpu())
+            losses, state = self._adam_loop(X, orders, noise, batch_size, lr, state=kept)
+        else:
+            moved = self.on_device(device)
+            losses, state = moved._adam_loop(X, orders, noise, batch_size, lr, device=device, state=kept)
+            with torch.no_grad():
+                self.flat.copy_(moved.flat.detach().cpu())
+        if self.keep_optimizer:
+            self.optimizer_state_ = _state_to(state, torch.device("cpu"))
         return losses
 
     def _adam_loop(
@@ -381,25 +592,34 @@ class VAE:
         batch_size: int,
         lr: float,
         device: torch.device | None = None,
-    ) -> np.ndarray:
+        state: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Adam (Kingma & Ba 2015) with torch autograd on this VAE's ``flat``, where it lives.
 
         Args: as :meth:`_fit_torch`; ``device`` is where ``flat`` is (the data is moved
-        there; None: the CPU). Returns (epochs,) float64 losses.
+        there; None: the CPU); ``state``: Adam's state to continue from (its tensors on
+        that device, updated in place), None for a fresh one.
+
+        Returns:
+            (epochs,) float64 losses, and Adam's state after the last step
+            (``{"exp_avg", "exp_avg_sq", "step"}``).
         """
         n = X.shape[0]
         Xt = torch.from_numpy(X)
         if device is not None:
             Xt = Xt.to(device)
         losses = np.zeros(orders.shape[0])
-        # torch.optim.Adam's update formula on the one flat parameter block, with a fresh
-        # state per call. One fused update instead of ten per-tensor ones halves the cost
-        # of a step at these sizes.
+        # torch.optim.Adam's update formula on the one flat parameter block, from a fresh
+        # or the given state. One fused update instead of ten per-tensor ones halves the
+        # cost of a step at these sizes.
         flat = self.flat
-        m1 = torch.zeros_like(flat)
-        m2 = torch.zeros_like(flat)
+        if state is None:
+            m1 = torch.zeros_like(flat)
+            m2 = torch.zeros_like(flat)
+            step = 0
+        else:
+            m1, m2, step = state["exp_avg"], state["exp_avg_sq"], int(state["step"])
         beta1, beta2 = ADAM_BETAS
-        step = 0
         flat.requires_grad_(True)
         self._bind(flat)  # views taken after requires_grad, so the loss reaches ``flat``
         try:
@@ -425,4 +645,20 @@ class VAE:
         finally:
             flat.requires_grad_(False)
             self._bind(flat)
-        return losses
+        return losses, {"exp_avg": m1, "exp_avg_sq": m2, "step": step}
+
+
+def _needs_torch(objective: str, decoder_weight_decay: float, keep_optimizer: bool) -> bool:
+    """Whether these options need the torch path (the fused kernel lacks them)."""
+    return objective != "scaled" or decoder_weight_decay > 0 or bool(keep_optimizer)
+
+
+def _state_to(state: dict[str, Any] | None, device: torch.device) -> dict[str, Any] | None:
+    """A copy of an Adam state ``{"exp_avg", "exp_avg_sq", "step"}`` with its tensors on ``device``."""
+    if state is None:
+        return None
+    return {
+        "exp_avg": state["exp_avg"].detach().to(device, copy=True),
+        "exp_avg_sq": state["exp_avg_sq"].detach().to(device, copy=True),
+        "step": int(state["step"]),
+    }

@@ -103,8 +103,8 @@ class Callout:
 class Table:
     """A table. Cells are text, or ``(text, sort_value)`` for numeric cells.
 
-    ``row_classes`` marks rows (``"missing"``, ``"incomplete"`` or None); only the HTML
-    colours them.
+    ``row_classes`` marks rows (``"missing"``, ``"incomplete"``, ``"disagree"`` or None);
+    only the HTML colours them.
     """
 
     headers: Sequence[str]
@@ -211,7 +211,7 @@ th,td{border:1px solid #d6d6d6;padding:.25rem .5rem;text-align:left;vertical-ali
 th{background:#eef3f8;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.sortable th{cursor:pointer}table.sortable th:after{content:" \\2195";color:#999;font-size:.75em}
 tr:nth-child(even) td{background:#fafafa}
-tr.missing td{background:#fde2e1}tr.incomplete td{background:#fff4d6}
+tr.missing td{background:#fde2e1}tr.incomplete td{background:#fff4d6}tr.disagree td{background:#fbe3d0}
 .notice{border-left:4px solid #D55E00;background:#fff1e8;padding:.6rem 1rem;margin:1rem 0}
 .ok{border-left:4px solid #009E73;background:#e9f7f2;padding:.6rem 1rem;margin:1rem 0}
 .scroll{overflow-x:auto}figure{margin:1rem 0}figure img,figure svg{max-width:100%;height:auto}

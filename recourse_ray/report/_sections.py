@@ -1,9 +1,11 @@
 """The content of a report, built once as a ``_document.Document``.
 
 ``report_document(ctx)`` lays out every section (overview, status, initial model
-scores, one section per dataset, undefined values, files) from a ``ReportContext``:
-the aggregates, the coverage of the sweep and the figures and tables already written.
-``_document`` renders the result as HTML and as Markdown.
+scores, one section per dataset, the comparison with the reference implementation when
+one was given, undefined values, files) from a ``ReportContext``: the aggregates, the
+coverage of the sweep and the figures and tables already written. ``_document`` renders
+the result as HTML and as Markdown. ``comparison_blocks`` is also the body of
+``comparison.md`` (``recourse_ray.compare.write_comparison``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -32,7 +35,10 @@ from recourse_ray.report._document import (
 )
 from recourse_ray.report._format import SIGNIFICANT_SHARE, fmt, fmt_mean_std, metric_label, slug
 
-__all__ = ["ReportContext", "TIMING_SCOPE", "report_document"]
+if TYPE_CHECKING:
+    from recourse_ray.compare import Comparison
+
+__all__ = ["ReportContext", "TIMING_SCOPE", "comparison_blocks", "report_document"]
 
 TIMING_SCOPE = "timing"
 # NaN groups listed in the report at most (all of them are in aggregates.csv).
@@ -71,6 +77,7 @@ class ReportContext:
     figures: dict[str, list[Figure]] = field(default_factory=lambda: defaultdict(list))
     tables: dict[str, list[Path]] = field(default_factory=lambda: defaultdict(list))
     data_files: list[Path] = field(default_factory=list)
+    comparison: Comparison | None = None
 
     def seeds_of(self, dataset: str, model: str, generator: str) -> tuple[int, int | None]:
         """Committed and planned (None: unknown) seeds of one cell."""
@@ -86,6 +93,8 @@ def report_document(ctx: ReportContext) -> Document:
     blocks: list[Block] = [*_header(ctx), *_overview(ctx), *_status(ctx), *_initial(ctx)]
     for dataset in ctx.datasets:
         blocks += _dataset(ctx, dataset)
+    if ctx.comparison is not None:
+        blocks += comparison_blocks(ctx.comparison)
     blocks += [*_undefined_values(ctx), *_files(ctx)]
     return Document(title=ctx.cov.name, blocks=blocks)
 
@@ -249,6 +258,63 @@ def _final_results(ctx: ReportContext, dataset: str, anchor: str) -> list[Block]
             parts += [", "] * (i > 0) + [Link(path.name, ctx.rel(path))]
         out.append(Paragraph(parts))
     return out
+
+
+def comparison_blocks(comparison: Comparison, *, level: int = 2) -> list[Block]:
+    """Ours against the reference implementation: the rule, the agreement rates and one row per cell.
+
+    Args:
+        comparison: a ``recourse_ray.compare.Comparison``.
+        level: the level of the section's heading (its parts are one level below).
+    """
+    from recourse_ray.compare import agree_text, rate_text
+
+    title = "Against the reference implementation"
+    agreement = comparison.agreement()
+    rounds = ", ".join(map(str, comparison.rounds))
+    ratio, tolerance = f"{comparison.ratio:g}", f"{comparison.abs_tolerance:g}"
+    source = [" (", Code(comparison.reference_source), ")"] if comparison.reference_source else []
+    out: list[Block] = [
+        Heading(level, title, "reference", toc=title),
+        Paragraph(("Our results on dataset ", Code(comparison.dataset), " against the output file of the reference "
+                   "implementation, AlgorithmicRecourseDynamics.jl", *source, f", at round {rounds}. Ours: mean "
+                   "\u00b1 std across seeds; reference: mean \u00b1 std across its folds (std with ddof 1). A cell "
+                   f"agrees when ours / reference lies in [1/{ratio}, {ratio}] or the two means differ by at most "
+                   f"{tolerance}. See docs/compare.md.")),
+        Paragraph((Strong(f"Agreement: {rate_text(agreement['overall'])}"),
+                   f" of the cells of {', '.join(comparison.metrics)}.")),
+        Heading(level + 1, "Agreement rate", "reference-agreement", toc="Agreement rate"),
+    ]
+    rows = [("all", "", *_rate_cells(agreement["overall"]))]
+    for column in ("metric", "model", "generator", "round"):
+        if column == "round" and len(comparison.rounds) < 2:
+            continue
+        rows += [(column, name, *_rate_cells(rate)) for name, rate in agreement[f"by_{column}"].items()]
+    out.append(Table(("By", "Name", "Agree", "Compared", "Not compared", "Rate"), rows, sortable=False))
+    cells, classes = [], []
+    for r in comparison.table().iter_rows(named=True):
+        verdict = agree_text(r)
+        cells.append((r["model"], r["generator"], r["metric"] + ("" if r["counted"] else " *"),
+                      (str(r["round"]), r["round"]),
+                      (fmt_mean_std(r["ours_mean"], r["ours_std"]), r["ours_mean"]), (str(r["ours_n"]), r["ours_n"]),
+                      (fmt_mean_std(r["reference_mean"], r["reference_std"]), r["reference_mean"]),
+                      (str(r["reference_n"]), r["reference_n"]), (fmt(r["ratio"], 3), r["ratio"]),
+                      (fmt(r["abs_diff"], 3), r["abs_diff"]), verdict))
+        classes.append(None if verdict == "yes" else "disagree" if verdict == "no" else "missing")
+    out += [
+        Heading(level + 1, "Cells", "reference-cells", toc="Cells"),
+        Paragraph(("One row per model x generator x metric; * marks a metric outside the agreement rate. "
+                   "Click a column header to sort.",)),
+        Table(("Model", "Generator", "Metric", "Round", "Ours (mean \u00b1 std)", "Seeds",
+               "Reference (mean \u00b1 std)", "Folds", "Ratio", "|Difference|", "Agrees"), cells, row_classes=classes),
+    ]
+    return out
+
+
+def _rate_cells(rate: dict) -> tuple:
+    share = rate["rate"]
+    return ((str(rate["agree"]), rate["agree"]), (str(rate["compared"]), rate["compared"]),
+            (str(rate["missing"]), rate["missing"]), (_DASH if share is None else f"{100 * share:.1f} %", share))
 
 
 def _undefined_values(ctx: ReportContext) -> list[Block]:

@@ -9,10 +9,15 @@
     OUT/tables/*.tex           final-round LaTeX tables
     OUT/aggregates.csv|parquet cross-seed aggregates (every round and metric)
     OUT/final_round.csv|parquet, OUT/initial_scores.csv|parquet, OUT/systems.csv
+    OUT/comparison/            with ``reference=``: comparison.csv, comparison.md, agreement.json
 
 A partial sweep reports too: systems that the grid plans but that are not committed
 are listed (failed ones with their first error line), cells with fewer seeds than
 planned are marked, and the aggregates use the committed systems only.
+
+Given the output file of the reference implementation (``reference=``), the report adds
+a section "Against the reference implementation" (``recourse_ray.compare``): the
+final-round cells side by side and the agreement rate.
 
 The flow: read and aggregate once (``ReportContext``), write the data files, draw the
 figures and LaTeX tables, then build the document once (``_sections``) and render it
@@ -27,6 +32,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -46,6 +52,9 @@ from recourse_ray.report.figures import (
 )
 from recourse_ray.report.latex import final_round_latex
 from recourse_ray.store import POLARS_SCHEMA, ResultsStore
+
+if TYPE_CHECKING:
+    from recourse_ray.compare import Comparison, ReferenceMapping
 
 __all__ = ["build_report", "LATEX_TABLES"]
 
@@ -70,6 +79,8 @@ def build_report(
     dpi: int = 150,
     trajectories: bool = True,
     states: bool = True,
+    reference: str | Path | None = None,
+    mapping: ReferenceMapping | str | Path | None = None,
 ) -> Path:
     """Write the full report of one sweep's results dataset into ``out_dir``.
 
@@ -82,6 +93,11 @@ def build_report(
         dpi: resolution of PNG figures (and of rasterised parts of SVGs).
         trajectories: draw the per-metric trajectory figures (the bulk of the figures).
         states: draw data/decision-surface figures from stored 2-D states.
+        reference: the reference implementation's output CSV (``recourse_ray.compare``);
+            when given, the report compares the final round with it.
+        mapping: reference names -> ours: a ``ReferenceMapping`` or a mapping file (the
+            defaults when None). Its ``dataset`` picks the dataset when the results hold
+            several; otherwise the only one, or the one the file is named after.
 
     Returns:
         The path of ``out_dir/index.html``.
@@ -89,6 +105,7 @@ def build_report(
     Raises:
         NotAResultsDirectory: if ``results_dir`` holds no results dataset.
         ValueError: for an empty or unknown figure format.
+        ComparisonError: for a bad reference file or mapping (checked before anything is written).
     """
     formats = tuple(formats)
     if not formats or any(f not in ("png", "svg") for f in formats):
@@ -96,11 +113,13 @@ def build_report(
     started = time.perf_counter()
     phases: dict[str, float] = {}
     store = open_store(results_dir)
+    comparison = _comparison(store, reference, mapping) if reference is not None else None
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
 
     ctx = _context(store, out)
+    ctx.comparison = comparison
     phases["read and aggregate"] = time.perf_counter() - started
     logger.info("aggregated %d groups from %d committed systems in %.2fs", ctx.agg.height, len(ctx.cov.committed),
                 phases["read and aggregate"])
@@ -110,6 +129,11 @@ def build_report(
     ctx.data_files += write_table(ctx.final, out, "final_round")
     ctx.data_files += write_table(ctx.scores, out, "initial_scores")
     ctx.data_files.append(_write_systems(ctx))
+    if comparison is not None:
+        from recourse_ray.compare import write_comparison
+
+        ctx.data_files += write_comparison(comparison, out / "comparison",
+                                           title=f"{store.sweep_name}: comparison with the reference implementation")
     phases["data files"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -130,6 +154,15 @@ def build_report(
                 ", ".join(f"{k} {v:.2f}s" for k, v in phases.items() if k != "total"),
                 extra={"report_phases": phases, "report_figures": n_figures})
     return index
+
+
+def _comparison(store: ResultsStore, reference: str | Path, mapping: ReferenceMapping | str | Path | None) -> Comparison:
+    """The final-round comparison with the reference implementation's output file."""
+    from recourse_ray.compare import ReferenceMapping, compare, load_mapping, read_reference
+
+    if not isinstance(mapping, ReferenceMapping):
+        mapping = ReferenceMapping() if mapping is None else load_mapping(mapping)
+    return compare(store, read_reference(reference, mapping), mapping, reference_source=str(reference))
 
 
 def _context(store: ResultsStore, out: Path) -> ReportContext:

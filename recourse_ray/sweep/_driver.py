@@ -6,7 +6,8 @@ and one VAE task per (dataset, setup seed) run first; system tasks depend on the
 object refs. The driver keeps at most ``max_in_flight`` system tasks running, consumes
 whichever stream is ready, buffers each system's rows and commits the system (rows
 file, then manifest) when its stream ends. A failing system is recorded and the sweep
-goes on.
+goes on. With ``simulation.selection: lockstep`` the systems of a (dataset, seed) run as
+one cohort of actors instead (``_lockstep.py``), on the same setup and commit helpers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import ray
 
 from recourse_ray import spec as spec_mod
+from recourse_ray._config import is_real, param_message
 from recourse_ray.simulation import prepare_data
 from recourse_ray.store import ResultsStore, StorageError, rows_to_table
 from recourse_ray.sweep import _tasks
@@ -128,6 +130,7 @@ def run_sweep(
     max_in_flight: int | None = None,
     progress: bool | None = None,
     runtime_env: dict | None = None,
+    cohort_cpus: float | None = None,
 ) -> SweepOutcome:
     """Run every system of ``sweep`` that is not yet committed in ``results_dir``.
 
@@ -139,10 +142,15 @@ def run_sweep(
         retry_failed: also rerun systems recorded as failed.
         force: accept a results directory recorded with a different spec.
         store_states: also store each system's final state.
-        max_in_flight: system tasks submitted at once (default: 2 x cluster CPUs).
+        max_in_flight: system tasks submitted at once (default: 2 x cluster CPUs). In
+            lockstep mode: systems in flight, rounded up to one whole cohort.
         progress: draw a progress line (default: when stderr is a TTY).
         runtime_env: Ray runtime environment for the job (e.g. py_modules for clusters).
+        cohort_cpus: lockstep mode only: CPUs reserved per cohort, shared by its actors
+            (default: min(systems per cohort, cluster CPUs); see docs/lockstep.md).
     """
+    if cohort_cpus is not None and not (is_real(cohort_cpus) and cohort_cpus > 0):
+        raise ValueError(param_message("cohort_cpus", "run_sweep", "a number > 0 or None", cohort_cpus))
     start = time.perf_counter()
     store = ResultsStore(results_dir)
     systems, todo = plan(sweep, store, retry_failed=retry_failed, force=force)
@@ -155,7 +163,14 @@ def run_sweep(
     bar = Progress(total=len(systems), already=outcome.skipped, rounds_per_system=sweep.simulation.rounds, enabled=progress)
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
-        _execute(todo, store, outcome, bar, store_states, max_in_flight or 2 * _cluster_cpus())
+        if sweep.simulation.selection == "lockstep":
+            # Imported here: _lockstep builds on this module's setup and commit helpers.
+            from recourse_ray.sweep._lockstep import run_cohorts
+
+            run_cohorts(systems, todo, store, outcome, bar, store_states=store_states,
+                        max_in_flight=max_in_flight or 2 * _cluster_cpus(), cohort_cpus=cohort_cpus)
+        else:
+            _execute(todo, store, outcome, bar, store_states, max_in_flight or 2 * _cluster_cpus())
     except KeyboardInterrupt:
         outcome.interrupted = True
         logger.warning("Interrupted: in-flight systems were cancelled; committed systems are kept.")
@@ -298,7 +313,8 @@ def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, st
     _Execution(todo, store, outcome, bar, store_states, max_in_flight).run()
 
 
-def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: bool) -> None:
+def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: bool, extra: dict | None = None) -> None:
+    """Write one finished system: its state (optional), rows file, then manifest (``extra`` added to it)."""
     s = run.spec
     identity = s.identity_columns()
     rows = [{**identity, **row} for r in sorted(run.rows) for row in run.rows[r]]
@@ -319,5 +335,6 @@ def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: boo
         "versions": summary["versions"],
         "committed_at": time.time(),
         "pid": os.getpid(),
+        **(extra or {}),
     }
     store.write_system(identity, rows_to_table(rows), manifest)

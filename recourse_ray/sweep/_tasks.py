@@ -1,12 +1,16 @@
-"""The Ray tasks of a sweep: shared setup (pretraining) and one streaming task per system.
+"""The Ray tasks and actors of a sweep: shared setup (pretraining), one streaming task per
+system, and one actor per system of a lockstep cohort.
 
 Tasks do no file I/O. A system task yields one message per evaluation round and a final
 summary; a retried task replays from round 0 and, being deterministic, yields the same
-rows (the driver keys buffered rows by round, so a replay cannot duplicate them).
+rows (the driver keys buffered rows by round, so a replay cannot duplicate them). In
+lockstep mode (``simulation.selection: lockstep``) a ``SystemActor`` holds one system
+between rounds and the coordinator in ``_lockstep.py`` drives it round by round.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import socket
@@ -15,7 +19,8 @@ import traceback
 
 import ray
 
-__all__ = ["pretrain_task", "vae_task", "system_task", "versions", "pin_threads"]
+__all__ = ["pretrain_task", "vae_task", "system_task", "CohortMember", "SystemActor", "versions", "pin_threads",
+           "format_exception"]
 
 
 def pin_threads() -> int:
@@ -27,10 +32,12 @@ def pin_threads() -> int:
     import torch
 
     n = 1
-    try:
-        n = max(1, int(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    except Exception:  # outside a Ray task (tests call the task bodies directly)
-        pass
+    # Outside Ray (tests call the task bodies directly) asking would start a local Ray.
+    if ray.is_initialized():
+        try:
+            n = max(1, int(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        except Exception:  # the driver, not a task
+            pass
     torch.set_num_threads(n)
     return n
 
@@ -75,24 +82,21 @@ def _pretrain_vae(split, spec) -> dict:
     train, _ = split
     start = time.perf_counter()
     vae = pretrain_vae(
-        train, setup_seed=spec.setup_seed, sweep_seed=spec.sweep_seed, settings=spec.setup, dataset_name=spec.dataset
+        train, setup_seed=spec.setup_seed, sweep_seed=spec.sweep_seed, settings=spec.setup, dataset_name=spec.dataset,
+        owner=spec.vae_owner,
     )
     return {"vae": vae, "seconds": time.perf_counter() - start}
 
 
-def _run_system(spec, split, pretrained, vae_out, store_state: bool):
-    """Body of the system task (a plain generator, callable without Ray)."""
+def _build_system(spec, split, pretrained, vae_out):
+    """A system's initial state from the shared setup (the pieces every execution mode uses)."""
     from recourse_ray.simulation import RecourseSystem, SystemIdentity
 
-    threads = pin_threads()
-    start = time.perf_counter()
     train, test = split
-    model = pretrained["model"].clone()
-    vae = vae_out["vae"].clone() if vae_out is not None else None
-    system = RecourseSystem(
+    return RecourseSystem(
         train=train,
         test=test,
-        model=model,
+        model=pretrained["model"].clone(),
         generator=spec.create_generator(),
         identity=SystemIdentity(
             dataset=spec.dataset,
@@ -105,13 +109,15 @@ def _run_system(spec, split, pretrained, vae_out, store_state: bool):
         ),
         settings=spec.simulation,
         metric_settings=spec.metrics,
-        vae=vae,
+        vae=vae_out["vae"].clone() if vae_out is not None else None,
     )
-    for out in system.run():
-        yield {"kind": "round", "round": out.round, "rows": out.rows}
-    summary = {
+
+
+def _summary(system, *, seconds: float, pretrained, vae_out, threads: int, store_state: bool) -> dict:
+    """The final message of a system: timings, where it ran, versions and (optionally) its state."""
+    return {
         "kind": "done",
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "phase_seconds": dict(system.timings),
         "pretrain_seconds": pretrained["seconds"],
         "vae_seconds": None if vae_out is None else vae_out["seconds"],
@@ -119,15 +125,80 @@ def _run_system(spec, split, pretrained, vae_out, store_state: bool):
         "node_id": _node_id(),
         "threads": threads,
         # Peak RSS of the worker process so far (Linux reports KiB): an upper bound for this
-        # task, since Ray reuses workers across tasks.
+        # system, since Ray reuses workers across tasks (and a lockstep actor across cohorts).
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "versions": versions(),
         "state": system.state_arrays() if store_state else None,
     }
-    yield summary
+
+
+def _run_system(spec, split, pretrained, vae_out, store_state: bool):
+    """Body of the system task (a plain generator, callable without Ray)."""
+    threads = pin_threads()
+    start = time.perf_counter()
+    system = _build_system(spec, split, pretrained, vae_out)
+    for out in system.run():
+        yield {"kind": "round", "round": out.round, "rows": out.rows}
+    yield _summary(system, seconds=time.perf_counter() - start, pretrained=pretrained, vae_out=vae_out,
+                   threads=threads, store_state=store_state)
+
+
+class CohortMember:
+    """One system of a lockstep cohort, driven round by round (the body of ``SystemActor``).
+
+    The coordinator (``sweep/_lockstep.py``) calls :meth:`start`, then :meth:`advance`
+    for t = 1..rounds with the cohort's intersected candidate set, then :meth:`finish`.
+    Each call returns this system's candidate set for the next round, so a round costs one
+    call per system. One member object serves several cohorts in turn (``start``
+    replaces the system), which spares a worker process start per system and cohort.
+    A plain class, callable without Ray (tests drive it directly).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        # One thread: the actor holds a fraction of a CPU (see sweep/_lockstep.py).
+        torch.set_num_threads(1)
+        self.system = None
+
+    def start(self, spec, split, pretrained, vae_out) -> dict:
+        """Build the system and evaluate round 0.
+
+        Returns:
+            {"rows": round-0 rows, "candidates": (n_train,) bool, "pid": worker process}.
+        """
+        self._clock = (time.perf_counter(), time.process_time())
+        # Only the setup's timings are kept: the model and VAE are cloned into the system.
+        self._setup = ({"seconds": pretrained["seconds"]}, None if vae_out is None else {"seconds": vae_out["seconds"]})
+        self.system = _build_system(spec, split, pretrained, vae_out)
+        out = self.system.start()
+        return {"rows": out.rows, "candidates": self.system.candidates(), "pid": os.getpid()}
+
+    def advance(self, t: int, candidates, want_candidates: bool = True) -> dict:
+        """Run round ``t`` selecting from ``candidates`` ((n_train,) bool, the cohort's intersection).
+
+        Returns:
+            {"rows": the round's rows or None (not an evaluation round), "candidates": the
+            candidate set under the retrained model (None unless ``want_candidates``)}.
+        """
+        out = self.system.advance(t, candidates=candidates)
+        return {"rows": None if out is None else out.rows,
+                "candidates": self.system.candidates() if want_candidates else None}
+
+    def finish(self, store_state: bool) -> dict:
+        """The system's summary (as ``_run_system``'s last message) plus ``cpu_s``, its process CPU time."""
+        wall0, cpu0 = self._clock
+        pretrained, vae_out = self._setup
+        summary = _summary(self.system, seconds=time.perf_counter() - wall0, pretrained=pretrained, vae_out=vae_out,
+                           threads=1, store_state=store_state)
+        summary["cpu_s"] = time.process_time() - cpu0
+        self.system = self._setup = None
+        return summary
 
 
 def _node_id() -> str | None:
+    if not ray.is_initialized():  # asking would start a local Ray
+        return None
     try:
         return ray.get_runtime_context().get_node_id()
     except Exception:
@@ -147,6 +218,12 @@ def vae_task(split, spec) -> dict:
 @ray.remote(num_cpus=1, max_retries=3, num_returns="streaming")
 def system_task(spec, split, pretrained, vae_out, store_state: bool):
     yield from _run_system(spec, split, pretrained, vae_out, store_state)
+
+
+# An actor is not restarted and its calls are not retried: a lost member makes the
+# coordinator rerun the whole cohort (sweep/_lockstep.py), since the others' state has
+# moved on. Its CPUs are set per cohort with .options(num_cpus=...).
+SystemActor = ray.remote(max_restarts=0, max_task_retries=0)(CohortMember)
 
 
 def format_exception(exc: BaseException) -> tuple[str, str]:
