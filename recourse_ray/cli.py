@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="fetch: seconds to wait for the server (default: 20)")
     sub.add_parser("generators", help="list generators and their defaults")
     sub.add_parser("models", help="list classifiers and their defaults")
+    p = sub.add_parser("protocols", help="list the named protocols and their mechanisms (docs/reference_mode.md)")
+    p.add_argument("name", nargs="?", default=None, help="one protocol (default: all)")
     return parser
 
 
@@ -446,6 +448,22 @@ def cmd_generators(args) -> int:
     return EXIT_OK
 
 
+def cmd_protocols(args) -> int:
+    from recourse_ray import protocols
+
+    names = protocols.protocol_names()
+    if args.name is not None and args.name not in names:
+        print(f"recourse-ray: error: unknown protocol {args.name!r}. Valid protocols: {', '.join(names)}.",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for name in [args.name] if args.name else names:
+        rows = protocols.describe(name)
+        print(f"{name}: {len(rows)} mechanism(s)" + ("" if rows else " (this project's semantics)"))
+        for row in rows:
+            print(f"  {row['mechanism']}{' [bug]' if row['bug'] else ''}: {row['summary']}")
+    return EXIT_OK
+
+
 def cmd_models(args) -> int:
     from recourse_ray import models
 
@@ -463,6 +481,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "datasets": cmd_datasets,
     "generators": cmd_generators,
+    "protocols": cmd_protocols,
     "models": cmd_models,
 }
 
