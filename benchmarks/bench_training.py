@@ -18,7 +18,8 @@ cache, in fresh interpreters.
 Prints a markdown table (see benchmarks/RESULTS.md, "Training").
 
 The ensemble table times ``train_epochs`` at batch size 1 side by side, alternating in
-every round: one member (the one-row kernel), the same model with ``--members`` members
+every one of ``--ensemble-rounds`` rounds of ~0.2 s (short rounds: on a shared machine
+the best of many short rounds is the least disturbed): one member (the one-row kernel), the same model with ``--members`` members
 trained together (the ensemble kernel), those members one after another (the one-row
 kernel over all of them, the path before the ensemble kernel) and Adam alone on all
 the members' parameters (the same number of updates of the same size: the floor set by
@@ -166,8 +167,12 @@ def _multiply_adds_per_step(sizes: list[int]) -> int:
     return 2 * sum(weights) + sum(weights[1:])
 
 
-def clock_estimate_hz(iterations: int = 50_000_000) -> float:
-    """Core clock from a chain of dependent shifts and xors (1 cycle each, 6 per iteration); best of 5."""
+def clock_estimate_hz(iterations: int = 5_000_000, repeats: int = 20) -> float:
+    """Core clock from a chain of dependent shifts and xors (1 cycle each, 6 per iteration).
+
+    Best of ``repeats`` short runs (~7 ms each), so that one of them runs undisturbed on a
+    shared machine.
+    """
     import numba
 
     @numba.njit
@@ -179,7 +184,7 @@ def clock_estimate_hz(iterations: int = 50_000_000) -> float:
         return x
 
     chain(np.uint64(1), 10)
-    best = min(_timed(chain, np.uint64(1), iterations) for _ in range(5))
+    best = min(_timed(chain, np.uint64(1), iterations) for _ in range(repeats))
     return 6 * iterations / best
 
 
@@ -337,6 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--ensemble-only", action="store_true", help="only the ensemble table (batch size 1)")
     parser.add_argument("--members", type=int, default=5, help="members of the ensemble table (default 5)")
+    parser.add_argument(
+        "--ensemble-rounds", type=int, default=15, help="ensemble table: rounds of 0.2 s per variant (default 15)"
+    )
     args = parser.parse_args(argv)
     if not _fused.AVAILABLE:
         sys.exit(f"The fused kernel is unavailable: {_fused.UNAVAILABLE_REASON}")
@@ -346,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"Machine: {machine_info()}; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     if args.ensemble_only:
-        ensemble_table(args.members, args.rows, budget, repeats)
+        ensemble_table(args.members, args.rows, 0.2, 3 if args.quick else args.ensemble_rounds)
         print(f"\nLoad average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return
     print("| model | batch | kernel | fused steps/s | torch steps/s | fused / torch | `auto` picks |")
@@ -377,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{best['this'] / best['other']:,.2f}x |",
                     flush=True,
                 )
-    ensemble_table(args.members, args.rows, budget, repeats)
+    ensemble_table(args.members, args.rows, 0.2, 3 if args.quick else args.ensemble_rounds)
     if not args.no_compile:
         costs = compile_costs()
         print(

@@ -594,6 +594,8 @@ if AVAILABLE:
     def _strided_dot(n_rows, n_lanes, broadcast_x):
         """An intrinsic summing ``n_rows`` rows of ``n_lanes``-lane products, each over ``k`` in order.
 
+        (The kernel uses it for the first layer: 16 lanes, ``x`` broadcast.)
+
         ``out[o0 + r * out_stride + u] = sum_k W[w0 + r * row_stride + k * k_stride + u] * xk[u]``
         for ``u < n_lanes``, with ``xk = x[x0 + k * x_stride + u]`` (or, broadcast, the scalar
         ``x[x0 + k * x_stride]`` in every lane). The partial sums stay in registers: ``n_rows``
@@ -633,9 +635,66 @@ if AVAILABLE:
 
         return strided_dot
 
-    _dot_8_rows_of_8 = _strided_dot(8, 8, False)
-    _dot_4_rows_of_8 = _strided_dot(4, 8, False)
-    _dot_1_row_of_8 = _strided_dot(1, 8, False)
+    def _interleaved_dot(n_rows):
+        """An intrinsic: the forward sums of ``n_rows`` output rows of an interleaved layer, one member per lane.
+
+        ``out[o0 + 8 r + m] = sum_i W[w0 + r * row_stride + i * M + m] * x[x0 + i * M + m]``
+        for ``m < M = len(lanes)`` (lanes ``M..7`` of each output get junk), each sum in
+        input order. Loads run 16 lanes wide, ``G = 16 // M`` inputs of every member per
+        load, as do the products; the ``G`` inputs' 8-lane parts are then added one after
+        the other. (8-lane loads at a stride of ``M`` floats cross cache lines often and
+        made the loads the limit.) Inputs beyond a multiple of ``G`` take 8-lane loads.
+        """
+
+        @intrinsic
+        def interleaved_dot(typingctx, W, w0, row_stride, x, x0, n_inputs, out, o0, lanes):
+            n_members = lanes.count
+            group = _VECTOR_LANES // n_members
+            sig = numba.types.void(W, w0, row_stride, x, x0, n_inputs, out, o0, lanes)
+            parts = [
+                llvm_ir.Constant(llvm_ir.VectorType(_I32, 8), list(range(g * n_members, g * n_members + 8)))
+                for g in range(group)
+            ]
+
+            def codegen(context, builder, signature, args):
+                W_, w0_, row_stride_, x_, x0_, n_inputs_, out_, o0_, _ = args
+                types_ = signature.args
+                undefined = llvm_ir.Constant(_VEC16, llvm_ir.Undefined)
+                sums = [cgutils.alloca_once_value(builder, llvm_ir.Constant(_VEC8, None)) for _ in range(n_rows)]
+                rows = [builder.add(w0_, builder.mul(_index(r, w0_), row_stride_)) for r in range(n_rows)]
+
+                def accumulate(r, vector):
+                    builder.store(builder.fadd(builder.load(sums[r], typ=_VEC8), vector), sums[r])
+
+                n_groups = builder.udiv(n_inputs_, _index(group, n_inputs_))
+                with cgutils.for_range(builder, n_groups) as loop:
+                    offset = builder.mul(loop.index, _index(group * n_members, n_inputs_))
+                    xs, _ = _load(context, builder, types_[3], x_, builder.add(x0_, offset), _VEC16)
+                    for r in range(n_rows):
+                        w, _ = _load(context, builder, types_[0], W_, builder.add(rows[r], offset), _VEC16)
+                        products = builder.fmul(w, xs)
+                        for g in range(group):
+                            accumulate(r, builder.shuffle_vector(products, undefined, parts[g]))
+                first = builder.mul(n_groups, _index(group, n_inputs_))
+                with cgutils.for_range_slice(builder, first, n_inputs_, _index(1, first)) as (i, _):
+                    offset = builder.mul(i, _index(n_members, i))
+                    xs, _ = _load(context, builder, types_[3], x_, builder.add(x0_, offset), _VEC8)
+                    for r in range(n_rows):
+                        w, _ = _load(context, builder, types_[0], W_, builder.add(rows[r], offset), _VEC8)
+                        accumulate(r, builder.fmul(w, xs))
+                for r in range(n_rows):
+                    at = builder.add(o0_, _index(8 * r, o0_))
+                    ptr = _vector_pointer(context, builder, types_[6], out_, at, _VEC8)
+                    builder.store(builder.load(sums[r], typ=_VEC8), ptr, align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return interleaved_dot
+
+    _dot_8_interleaved_rows = _interleaved_dot(8)
+    _dot_4_interleaved_rows = _interleaved_dot(4)
+    _dot_1_interleaved_row = _interleaved_dot(1)
     _dot_4_rows_of_16_broadcast = _strided_dot(4, 16, True)
     _dot_2_rows_of_16_broadcast = _strided_dot(2, 16, True)
     _dot_1_row_of_16_broadcast = _strided_dot(1, 16, True)
@@ -1003,15 +1062,15 @@ if AVAILABLE:
                     j = 0
                     while j + 8 <= fan_out:
                         w0 = packed_w[l] + j * length
-                        _dot_8_rows_of_8(packed, w0, length, n_members, acts, x0, n_members, fan_in, sums, j * 8, 8)
+                        _dot_8_interleaved_rows(packed, w0, length, acts, x0, fan_in, sums, j * 8, lanes)
                         j += 8
                     while j + 4 <= fan_out:
                         w0 = packed_w[l] + j * length
-                        _dot_4_rows_of_8(packed, w0, length, n_members, acts, x0, n_members, fan_in, sums, j * 8, 8)
+                        _dot_4_interleaved_rows(packed, w0, length, acts, x0, fan_in, sums, j * 8, lanes)
                         j += 4
                     while j < fan_out:
                         w0 = packed_w[l] + j * length
-                        _dot_1_row_of_8(packed, w0, length, n_members, acts, x0, n_members, fan_in, sums, j * 8, 8)
+                        _dot_1_interleaved_row(packed, w0, length, acts, x0, fan_in, sums, j * 8, lanes)
                         j += 1
                     out = region[l + 1]
                     for j in range(fan_out):  # in order: each copy's 8 - M spare lanes are overwritten by the next
