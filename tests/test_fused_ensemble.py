@@ -233,10 +233,19 @@ def test_member_groups_are_balanced_and_cover_every_member():
         assert len(groups) == -(-n_members // 8)
 
 
-def test_warm_up_compiles_the_ensemble_kernel_for_the_group_size():
-    _fused.warm_up(ensemble_members=3)
-    lengths = {sig[-1].count for sig in _fused._train_ensemble_kernel.signatures}  # the lanes tuple
-    assert 3 in lengths
+def test_warm_up_runs_the_ensemble_kernel_for_the_group_size(monkeypatch):
+    kernel = _fused._train_ensemble_kernel
+    group_sizes = []
+
+    def spy(*args):
+        group_sizes.append(len(args[-1]))  # the lanes tuple: one entry per member
+        return kernel(*args)
+
+    monkeypatch.setattr(_fused, "_train_ensemble_kernel", spy)
+    for members in (6, 1, 20):
+        _fused.warm_up(ensemble_members=members)
+    assert group_sizes == [6, 8]  # 1 skips the ensemble kernel; groups hold at most 8
+    assert 6 in {sig[-1].count for sig in kernel.signatures}  # compiled (or loaded) for 6
 
 
 # ---------------------------------------------------------------- JIT cache
