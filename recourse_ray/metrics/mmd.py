@@ -7,12 +7,19 @@ the study does (Altmeyer et al., SaTML 2023, §4). Significance comes from a per
 test.
 
 The permutation test is the hot path of evaluation. The reference recomputes the kernel
-matrix for every permutation; here the pooled kernel matrix ``K`` is computed once and
+matrix for every permutation; here the pooled kernel matrix ``K`` is evaluated once and
 every permutation is a 0/1 indicator row ``a`` (1 = "belongs to the first sample"), so
-that all within- and between-sample kernel sums come from one matrix product
-``A @ K`` for a whole block of permutations:
+that all within- and between-sample kernel sums come from matrix products with the
+indicator rows of all permutations at once:
 
     sum_xx = a' K a,  sum_xy = a' K (1 - a),  sum_yy = (1 - a)' K (1 - a).
+
+``K`` is never held whole: it is evaluated in blocks of rows of its upper triangle
+(``_blocked_sums``), each block multiplied with the indicator rows and dropped, so the
+memory is a few blocks of at most 2^21 values whatever the sample size (10,000 points
+per side would need a 20,000 x 20,000 matrix, 3.2 GB). ``K`` is symmetric, so each
+off-diagonal block serves twice and the blocked path does half the arithmetic of one
+full ``A @ K`` product.
 """
 
 from __future__ import annotations
@@ -31,9 +38,17 @@ __all__ = ["mmd", "mmd_test", "gaussian_kernel"]
 # probabilities) could be lost to rounding, as scipy.stats.permutation_test also guards.
 _TIE_TOLERANCE = 1e-12
 
-# Upper bound on the elements of one (permutations x pooled points) block; two such
-# float64 blocks are alive at once, so a block costs at most ~32 MB.
+# Upper bound on the elements of one (permutations x pooled points) block of indicator
+# rows drawn at once (the draws are chunked this way since the first version, and the
+# chunking is kept so that a seed gives the same permutations).
 _BLOCK_ELEMENTS = 1 << 21
+# The blocked kernel sums evaluate at most this many pooled-kernel values at once
+# (float64: 16 MB).
+_KERNEL_BLOCK_ELEMENTS = 1 << 21
+# Indicator rows multiplied with the kernel blocks in one pass over the kernel: at most
+# this many values (float64: 32 MB; the same again for their transposed copy). More
+# permutations take several passes, each evaluating the kernel again.
+_PASS_ELEMENTS = 1 << 22
 
 
 def _as_sample(a: object, label: str, caller: str) -> np.ndarray:
@@ -98,6 +113,62 @@ def _mmd_from_sums(sum_xx, sum_yy, sum_xy, m: int, n: int):
     return (sum_xx - m) / (m * (m - 1.0)) + (sum_yy - n) / (n * (n - 1.0)) - 2.0 * sum_xy / (m * float(n))
 
 
+def _blocked_sums(pooled: np.ndarray, indicators: np.ndarray, lengthscale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Quadratic forms ``a' K a`` of indicator rows and the row sums ``K 1`` of the pooled kernel, block by block.
+
+    ``K = gaussian_kernel(pooled, pooled, lengthscale)`` (unit diagonal) is evaluated a
+    block of rows of its upper triangle at a time: for rows ``R`` and the columns from
+    ``R`` on, ``a' K a`` gains ``a_R' K_RR a_R + 2 a_R' K_R,>R a_>R`` and the row sums gain
+    the block's row sums (and, by symmetry, its column sums for the rows after ``R``).
+    A block holds at most ``_KERNEL_BLOCK_ELEMENTS`` values; nothing of the size of ``K``
+    is allocated.
+
+    Args:
+        pooled: (N, d) float64 points. indicators: (Q, N) float64 rows of 0/1 (any values
+            work: the result is the quadratic form). lengthscale: ``l > 0``.
+
+    Returns:
+        ((Q,) float64 ``a' K a`` per row, (N,) float64 ``K 1``).
+    """
+    n_points = pooled.shape[0]
+    sq = np.einsum("ij,ij->i", pooled, pooled)
+    scale = -1.0 / (2.0 * lengthscale * lengthscale)
+    rows = max(1, _KERNEL_BLOCK_ELEMENTS // n_points)
+    columns = np.ascontiguousarray(indicators.T)  # (N, Q): the right operand of every block product
+    quadratic = np.zeros(indicators.shape[0])
+    row_sums = np.zeros(n_points)
+    buffer = np.empty(rows * n_points)
+    for start in range(0, n_points, rows):
+        stop = min(n_points, start + rows)
+        size = stop - start
+        block = buffer[: size * (n_points - start)].reshape(size, n_points - start)
+        np.matmul(pooled[start:stop], pooled[start:].T, out=block)
+        # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b, as gaussian_kernel computes it (in place).
+        block *= -2.0
+        block += sq[start:stop, None]
+        block += sq[None, start:]
+        np.maximum(block, 0.0, out=block)
+        diagonal = np.arange(size)
+        block[diagonal, diagonal] = 0.0  # exactly 1 after exp, as gaussian_kernel's diagonal
+        block *= scale
+        np.exp(block, out=block)
+        a_rows = indicators[:, start:stop]
+        quadratic += np.einsum("qr,rq->q", a_rows, block[:, :size] @ columns[start:stop])
+        if stop < n_points:
+            beyond = block[:, size:]
+            quadratic += 2.0 * np.einsum("qr,rq->q", a_rows, beyond @ columns[stop:])
+            row_sums[stop:] += beyond.sum(axis=0)
+        row_sums[start:stop] += block.sum(axis=1)
+    return quadratic, row_sums
+
+
+def _blocked_indicator_mmds(pooled: np.ndarray, indicators: np.ndarray, n_x: int, lengthscale: float) -> np.ndarray:
+    """``_indicator_mmds`` of the pooled Gaussian kernel without holding it: (Q,) statistics for (Q, N) rows."""
+    sum_xx, row_sums = _blocked_sums(pooled, indicators, lengthscale)
+    a_k_1 = indicators @ row_sums
+    return _mmd_from_sums(sum_xx, row_sums.sum() - 2.0 * a_k_1 + sum_xx, a_k_1 - sum_xx, n_x, pooled.shape[0] - n_x)
+
+
 def mmd(x: np.ndarray, y: np.ndarray, *, lengthscale: float = 0.5) -> float:
     """Unbiased estimate of the squared MMD between two samples (Gretton et al. 2012, eq. 3).
 
@@ -119,11 +190,11 @@ def mmd(x: np.ndarray, y: np.ndarray, *, lengthscale: float = 0.5) -> float:
             non-finite values or a lengthscale that is not a positive finite number.
     """
     x, y, lengthscale = _check_pair(x, y, lengthscale, "mmd")
-    m, n = x.shape[0], y.shape[0]
-    k_xx = gaussian_kernel(x, x, lengthscale)
-    k_yy = gaussian_kernel(y, y, lengthscale)
-    k_xy = gaussian_kernel(x, y, lengthscale)
-    return float(_mmd_from_sums(k_xx.sum(), k_yy.sum(), k_xy.sum(), m, n))
+    m = x.shape[0]
+    observed = np.zeros((1, m + y.shape[0]))
+    observed[0, :m] = 1.0
+    # The pooled kernel block by block (memory bounded for any sample size).
+    return float(_blocked_indicator_mmds(np.concatenate([x, y]), observed, m, lengthscale)[0])
 
 
 def _permutation_mmds(kernel: np.ndarray, permutations: np.ndarray, n_x: int) -> np.ndarray:
@@ -196,9 +267,11 @@ def mmd_test(
     null sample exists and the p-value is ``nan`` ("not computed"), rather than the
     formula's uninformative 1.
 
-    The pooled kernel matrix is computed once; all permutations are evaluated with
-    matrix products in blocks (see the module docstring), so the cost is one
-    ``(P, N) x (N, N)`` product instead of ``P`` kernel evaluations.
+    The pooled kernel matrix is evaluated once, in blocks that are multiplied with the
+    indicator rows of all permutations and dropped (see the module docstring): the cost
+    is about half of one ``(P, N) x (N, N)`` product instead of ``P`` kernel
+    evaluations, and the memory a few blocks of at most 2^21 values plus the indicator
+    rows, whatever the sample size.
 
     Args:
         x: (m, d) or (m,) first sample (e.g. round 0). y: (n, d) or (n,) second sample.
@@ -222,21 +295,27 @@ def mmd_test(
     m, n = x.shape[0], y.shape[0]
     N = m + n
     pooled = np.concatenate([x, y])
-    kernel = gaussian_kernel(pooled, pooled, lengthscale)
-    row_sums = kernel.sum(axis=1)
     observed_indicator = np.zeros((1, N))
     observed_indicator[0, :m] = 1.0
-    # The observed split goes through the same formula as the null splits.
-    observed = float(_indicator_mmds(kernel, observed_indicator, row_sums, m)[0])
-    if n_permutations == 0:
-        return observed, math.nan
+    # All splits first, in the chunks the draws always had (the same seed gives the same
+    # permutations). Shuffling the observed indicator row independently per row is a
+    # uniformly random split per permutation (what permuting the pooled points does).
+    splits = np.empty((n_permutations, N), dtype=bool)
     block = max(1, min(n_permutations, _BLOCK_ELEMENTS // N))
-    n_extreme = 0
     for start in range(0, n_permutations, block):
         size = min(block, n_permutations - start)
-        # Shuffling the observed indicator row independently per row is a uniformly
-        # random split per permutation (what permuting the pooled points does).
-        indicator = rng.permuted(np.broadcast_to(observed_indicator, (size, N)), axis=1)
-        null = _indicator_mmds(kernel, indicator, row_sums, m)
-        n_extreme += int(np.count_nonzero(null >= observed - _TIE_TOLERANCE))
+        splits[start : start + size] = rng.permuted(np.broadcast_to(observed_indicator, (size, N)), axis=1)
+    # The observed split goes through the same formula as the null splits, in the first
+    # pass over the kernel; more permutations than a pass holds take further passes.
+    per_pass = max(2, _PASS_ELEMENTS // N)
+    first = min(n_permutations, per_pass - 1)
+    rows = np.concatenate([observed_indicator, splits[:first]])
+    statistics = _blocked_indicator_mmds(pooled, rows, m, lengthscale)
+    observed, null = float(statistics[0]), [statistics[1:]]
+    for start in range(first, n_permutations, per_pass):
+        rows = splits[start : start + per_pass].astype(np.float64)
+        null.append(_blocked_indicator_mmds(pooled, rows, m, lengthscale))
+    if n_permutations == 0:
+        return observed, math.nan
+    n_extreme = int(np.count_nonzero(np.concatenate(null) >= observed - _TIE_TOLERANCE))
     return observed, (1.0 + n_extreme) / (1.0 + n_permutations)
