@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 import time
 
 import numpy as np
+
+from recourse_ray.models._numba import jit
 
 __all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "train_epochs", "dropout_keep_mask", "warm_up"]
 
@@ -89,40 +89,8 @@ _MAX_INTERLEAVED_MEMBERS = 8
 _VECTOR_LANES = 16
 
 
-def _fallback_cache_dir() -> str:
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    return os.path.join(tempfile.gettempdir(), f"recourse_ray-numba-cache-{user}")
-
-
-def _jit(fn=None, *, inline: bool = False):
-    """``numba.njit(cache=True)``, robust to a read-only package directory.
-
-    numba caches next to the module (``__pycache__``) and, when that is not writable,
-    in the user cache directory. If neither is usable it refuses ``cache=True``; we then
-    point ``NUMBA_CACHE_DIR`` at a temporary directory (only if the user has not set it)
-    and, as a last resort, compile without a cache.
-
-    ``inline=True`` inlines the function into its jitted callers (numba IR inlining):
-    numba compiles each function on its own and LLVM does not inline across them, so a
-    small helper called per unit or per step would cost a call and the reference
-    counting of its array arguments.
-    """
-    if fn is None:
-        return functools.partial(_jit, inline=inline)
-    options = {"error_model": "numpy", "inline": "always" if inline else "never"}
-    try:
-        return numba.njit(cache=True, **options)(fn)
-    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-        if not os.environ.get("NUMBA_CACHE_DIR"):
-            path = _fallback_cache_dir()
-            os.environ["NUMBA_CACHE_DIR"] = path
-            numba.config.CACHE_DIR = path  # numba read the environment at import time
-            try:
-                return numba.njit(cache=True, **options)(fn)
-            except RuntimeError:
-                pass
-        logger.warning("The numba cache is unusable (%s); the fused kernel compiles in every process.", exc)
-        return numba.njit(cache=False, **options)(fn)
+# One jit wrapper for every kernel of the package (robust to a read-only package folder).
+_jit = jit
 
 
 if AVAILABLE:
