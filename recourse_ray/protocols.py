@@ -143,6 +143,7 @@ _ARD_010: tuple[Mechanism, ...] = (
     ),
     Mechanism(
         name="reference_vae",
+        bug=True,
         summary="REVISE's VAE as the reference's: summed squared error / batch + full KL + 0.01 x squared L2 "
         "of the decoder's parameters, one Adam kept across all refits, trained by each system on its own data "
         "(it collapses on some data: recorded, see docs/semantics.md)",

@@ -45,23 +45,17 @@ import time
 
 import numpy as np
 
-from recourse_ray.models._numba import jit
+from recourse_ray.models._numba import AVAILABLE, UNAVAILABLE_REASON, jit
 
 __all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "train_epochs", "dropout_keep_mask", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
-try:
+if AVAILABLE:  # numba imported (models/_numba.py); the ensemble kernel's intrinsics need these too
     import numba
     from llvmlite import ir as llvm_ir
     from numba.core import cgutils
     from numba.extending import intrinsic
-except Exception as exc:  # ImportError, or a broken numba/llvmlite install
-    AVAILABLE = False
-    UNAVAILABLE_REASON = f"numba could not be imported ({type(exc).__name__}: {exc})"
-else:
-    AVAILABLE = True
-    UNAVAILABLE_REASON = ""
 
 # torch.optim.Adam defaults; the float32 casts mirror how torch passes Python scalars
 # to its float32 CPU kernels.
