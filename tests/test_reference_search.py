@@ -386,6 +386,46 @@ def test_latent_sample_start_replays_q_z_given_x(setup):
     assert not np.array_equal(other.counterfactuals, r.counterfactuals)
 
 
+# ---------------------------------------------------------------------- 11. valid factuals stay out of latent space
+def test_latent_valid_factuals_are_returned_as_perturbed_factuals(setup):
+    model, vae = setup["logreg"], setup["vae"]
+    X = np.concatenate([setup["pos"], setup["neg"][:6]])
+    seeds = list(range(60, 60 + len(X)))
+    kw = {"n_counterfactuals": K, "seeds": seeds, "vae": vae, "return_path": True}
+    sample = {"kind": "latent", "start": "sample"}
+    kept = G.create("revise", skip_valid_factuals=True,
+                    space={**sample, "valid_factuals": "factual", "factual_noise": 0.1}).search(model, X, **kw)
+    encoded = G.create("revise", skip_valid_factuals=True, space=sample).search(model, X, **kw)
+    n_pos = len(setup["pos"])
+    # The valid ones: the factual plus 0.1 N(0, 1) from their "init-valid" stream, no step taken.
+    noise = np.stack([stream_rng("init-valid", s).normal(0.0, 0.1, size=(K, 2)) for s in seeds[:n_pos]])
+    expected = X[:n_pos, None, :].astype(np.float32) + noise.astype(np.float32)
+    np.testing.assert_array_equal(kept.counterfactuals[:n_pos], expected)
+    np.testing.assert_array_equal(kept.path[0, :n_pos], expected)
+    np.testing.assert_array_equal(kept.iterations[:n_pos], 0)
+    w, b = _lr_params(model)
+    np.testing.assert_allclose(kept.proba[:n_pos], _sigmoid(expected.astype(np.float64) @ w + b), atol=1e-6)
+    np.testing.assert_allclose(kept.cost[:n_pos], np.linalg.norm(noise, axis=-1), atol=1e-6)
+    # Encoded, they would have been VAE reconstructions (far from the factual on this VAE).
+    assert np.abs(encoded.counterfactuals[:n_pos] - X[:n_pos, None, :]).max() > 0.2
+    # The others search exactly as before.
+    np.testing.assert_array_equal(kept.counterfactuals[n_pos:], encoded.counterfactuals[n_pos:])
+    np.testing.assert_array_equal(kept.iterations[n_pos:], encoded.iterations[n_pos:])
+    assert (kept.iterations[n_pos:] > 0).all()
+    # Without skip_valid_factuals nobody is held back, and the option changes nothing.
+    off = G.create("revise", space={**sample, "valid_factuals": "factual", "factual_noise": 0.1}).search(model, X, **kw)
+    plain = G.create("revise", space=sample).search(model, X, **kw)
+    np.testing.assert_array_equal(off.counterfactuals, plain.counterfactuals)
+
+
+def test_latent_valid_factuals_option_keeps_defaults_and_descriptions():
+    assert LatentSpace() == LatentSpace(valid_factuals="encode", factual_noise=0.0)
+    assert G.create("revise").to_dict()["space"] == {"kind": "latent"}
+    gen = G.create("revise", space={"kind": "latent", "valid_factuals": "factual", "factual_noise": 0.1})
+    assert gen.to_dict()["space"] == {"kind": "latent", "factual_noise": 0.1, "valid_factuals": "factual"}
+    assert Generator.from_dict(json.loads(json.dumps(gen.to_dict()))) == gen
+
+
 # ---------------------------------------------------------------------- batch independence, every option
 @pytest.mark.parametrize("preset", G.reference_presets())
 def test_the_reference_form_is_batch_independent(preset, setup):
@@ -463,6 +503,9 @@ def test_the_options_round_trip(preset):
         (lambda: Greedy(random_ties=1), "The 'random_ties' parameter of Greedy must be a bool"),
         (lambda: GradientDescent(zero_nan_steps="no"), "The 'zero_nan_steps' parameter of GradientDescent"),
         (lambda: LatentSpace(start="median"), "The 'start' parameter of LatentSpace must be one of 'mean', 'sample'"),
+        (lambda: LatentSpace(valid_factuals="keep"), "The 'valid_factuals' parameter of LatentSpace must be one of "
+         "'encode', 'factual'"),
+        (lambda: LatentSpace(factual_noise=-0.1), "The 'factual_noise' parameter of LatentSpace"),
         (lambda: StandardizedSpace(init_noise=-1.0), "The 'init_noise' parameter of StandardizedSpace"),
         (lambda: G.create("generic", skip_valid_factuals="yes"), "The 'skip_valid_factuals' parameter of Generator "
          "must be a bool"),
@@ -497,6 +540,7 @@ def test_a_vae_without_moments_cannot_start_from_a_sample(setup):
 EXPECTED_MECHANISMS = {
     "standardized_space", "straight_through_gradient", "validity_mean", "joint_distance", "dice_reference_diversity",
     "nan_steps_zero", "greedy_random_ties", "greedy_unbounded_changes", "skip_valid_factuals", "latent_sample_start",
+    "latent_valid_factuals_kept",
 }
 
 
@@ -535,7 +579,7 @@ def test_what_each_mechanism_sets():
     assert greedy.step_rule == Greedy(step_size=0.1, max_changes=None, random_ties=True)
     assert [t.name for t in greedy.terms] == ["validity"]
     revise = G.create("revise", **G.reference_overrides("revise"))
-    assert revise.space == LatentSpace(start="sample")
+    assert revise.space == LatentSpace(start="sample", valid_factuals="factual", factual_noise=0.1)
     # Without the standardized space, its gradient rule goes too.
     plain_space = G.reference_overrides("generic", without=("standardized_space",))
     assert "reference_gradient" not in plain_space and "space" not in plain_space

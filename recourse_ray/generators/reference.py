@@ -127,6 +127,14 @@ MECHANISMS: dict[str, ReferenceMechanism] = _mechanisms(
         summary="REVISE starts every state at its own sample of q(z|x), not at the encoder mean",
         overrides={"space": {"kind": "latent", "start": "sample"}},
     ),
+    ReferenceMechanism(
+        name="latent_valid_factuals_kept",
+        summary="REVISE maps a factual to the latent space only when the model does not already place it in the "
+        "target class; such a factual is returned at its start in feature space, the factual + 0.1 N(0, 1) per "
+        "feature, not as a VAE reconstruction",
+        overrides={"space": {"kind": "latent", "valid_factuals": "factual", "factual_noise": 0.1}},
+        requires=("skip_valid_factuals",),
+    ),
 )
 
 #: The key of the reference run's settings in :func:`reference_mechanisms` (not a mechanism).
@@ -153,7 +161,8 @@ _PRESETS: dict[str, tuple[tuple[str, ...], Mapping[str, Any]]] = {
         {**_RUN, "step_size": 0.1},
     ),
     "revise": (
-        ("latent_sample_start", "validity_mean", "joint_distance", "nan_steps_zero", "skip_valid_factuals"),
+        ("latent_sample_start", "validity_mean", "joint_distance", "nan_steps_zero", "skip_valid_factuals",
+         "latent_valid_factuals_kept"),
         _GRADIENT_RUN,
     ),
     # The mitigation generators existed in CE.jl 0.1.x too; only the shared mechanisms are

@@ -25,7 +25,9 @@ from recourse_ray._registry import Registry
 from recourse_ray.generators._components import added_option, raise_problems
 from recourse_ray.generators.problem import Problem
 
-__all__ = ["SearchSpace", "SPACES", "FeatureSpace", "LatentSpace", "StandardizedSpace", "Standardization"]
+__all__ = [
+    "SearchSpace", "SPACES", "FeatureSpace", "LatentSpace", "LatentSearch", "StandardizedSpace", "Standardization",
+]
 
 
 @runtime_checkable
@@ -87,6 +89,10 @@ class FeatureSpace:
         return states
 
 
+#: What a latent search gives an individual whose factual is already valid (``LatentSpace.valid_factuals``).
+VALID_FACTUALS = ("encode", "factual")
+
+
 @SPACES.register("latent")
 @dataclass(frozen=True, kw_only=True)
 class LatentSpace:
@@ -99,22 +105,48 @@ class LatentSpace:
     factual to the latent space by sampling its encoder (``z = mu + exp(log sigma) * eps``;
     our VAE returns the log-variance, hence the half).
 
+    ``valid_factuals`` says what an individual gets whose factual the model already
+    places in the target class, when the generator's ``skip_valid_factuals`` returns such
+    an individual at its start (the engine calls :meth:`LatentSearch.start_valid_factuals`;
+    without ``skip_valid_factuals`` the option changes nothing). ``"encode"`` (the
+    default): its states are encoded like everyone's and it gets their decoded points,
+    i.e. VAE reconstructions of itself. ``"factual"``: it never enters the latent space:
+    its K points are the factual plus ``N(0, factual_noise^2)`` per feature, drawn as
+    ``stream_rng("init-valid", seed).normal(0, factual_noise, (K, d))``, as the reference
+    (CE.jl 0.1.x) encodes a factual only when it does not already reach the threshold and
+    otherwise returns its perturbed start in feature space.
+
     Attributes:
         start: ``"mean"`` (the encoder mean) or ``"sample"`` (a sample of ``q(z|x)``); an
             added option, set in the space's mapping (``{"kind": "latent", "start": "sample"}``).
+        valid_factuals: ``"encode"`` or ``"factual"`` (above); an added option.
+        factual_noise: with ``valid_factuals="factual"``, the standard deviation (feature
+            units, >= 0) of the perturbation of a valid factual's points; an added option.
     """
 
     needs_vae: ClassVar[bool] = True
     start: str = added_option("mean")
+    valid_factuals: str = added_option("encode")
+    factual_noise: float = added_option(0.0)
 
     def __post_init__(self) -> None:
         raise_problems(self.problems())
+        object.__setattr__(self, "factual_noise", float(self.factual_noise))
 
     def problems(self) -> list[str]:
         """One message per invalid setting (empty when valid)."""
-        if self.start in ("mean", "sample"):
-            return []
-        return [param_message("start", "LatentSpace", "one of 'mean', 'sample'", self.start)]
+        msgs = []
+        if self.start not in ("mean", "sample"):
+            msgs.append(param_message("start", "LatentSpace", "one of 'mean', 'sample'", self.start))
+        if self.valid_factuals not in VALID_FACTUALS:
+            expected = "one of " + ", ".join(map(repr, VALID_FACTUALS))
+            msgs.append(param_message("valid_factuals", "LatentSpace", expected, self.valid_factuals))
+        msgs.append(check_real(self.factual_noise, "factual_noise", "LatentSpace", 0))
+        return [m for m in msgs if m]
+
+    def bind(self, problem: Problem) -> LatentSearch:
+        """The space for one search (it holds what ``valid_factuals`` keeps)."""
+        return LatentSearch(space=self)
 
     def initial_states(self, problem: Problem) -> torch.Tensor:
         """(n, K, L): K copies of each factual's encoder mean, or K samples of ``q(z|x)``."""
@@ -142,6 +174,57 @@ class LatentSpace:
         """(m, K, L) codes -> (m, K, d) decoded points, all states in one decoder pass."""
         m, K, L = states.shape
         return vae.decode(states.reshape(m * K, L)).reshape(m, K, -1)
+
+
+@dataclass(kw_only=True, eq=False)
+class LatentSearch:
+    """A :class:`LatentSpace` bound to one search.
+
+    Attributes:
+        space: the settings.
+        kept: with ``valid_factuals="factual"``, after :meth:`start_valid_factuals`: the
+            (n,) mask of the individuals whose factual is valid and the (n, K, d) points
+            returned for them; None otherwise.
+    """
+
+    space: LatentSpace
+    kept: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def initial_states(self, problem: Problem) -> torch.Tensor:
+        """The space's starting codes (:meth:`LatentSpace.initial_states`)."""
+        return self.space.initial_states(problem)
+
+    def start_valid_factuals(self, problem: Problem, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Keep the perturbed factuals of the ``valid`` individuals (``valid_factuals="factual"``).
+
+        Args:
+            problem: the search's problem. states: (n, K, L) starting codes.
+            valid: (n,) bool, the individuals whose factual already reaches the threshold.
+
+        Returns:
+            ``states`` unchanged (the kept points replace those individuals' decoded
+            points in :meth:`decode`).
+        """
+        if self.space.valid_factuals == "factual":
+            K, d = states.shape[1], problem.n_features
+            sd = self.space.factual_noise
+            noise = np.stack([rng.normal(0.0, sd, size=(K, d)) for rng in problem.rngs("init-valid")])
+            points = problem.factuals[:, None, :] + torch.from_numpy(noise.astype(np.float32)).to(states.device)
+            self.kept = (valid.clone(), points)
+        return states
+
+    def decode(self, states: torch.Tensor, vae: Any) -> torch.Tensor:
+        """(m, K, L) codes -> (m, K, d) points (:meth:`LatentSpace.decode`).
+
+        With kept factuals, a call with all n individuals returns the kept points of the
+        valid ones; a call with fewer rows holds searching individuals only (the valid
+        ones never search), so it is decoded as it is.
+        """
+        decoded = self.space.decode(states, vae)
+        if self.kept is not None and states.shape[0] == self.kept[0].shape[0]:
+            valid, points = self.kept
+            decoded = torch.where(valid[:, None, None], points.to(decoded.dtype), decoded)
+        return decoded
 
 
 class _StraightThrough(torch.autograd.Function):
