@@ -45,7 +45,7 @@ from recourse_ray.generators.convergence import CONVERGENCE, ConvergenceRule, Th
 from recourse_ray.generators.problem import Batch, Problem, model_outputs
 from recourse_ray.generators.spaces import SPACES, FeatureSpace, SearchSpace
 from recourse_ray.generators.steps import STEP_RULES, GradientDescent, StepRule
-from recourse_ray.generators.terms import TERMS, Term
+from recourse_ray.generators.terms import TERMS, L2Distance, Term, Validity
 
 __all__ = ["Generator", "SearchResult", "COMPONENT_ROLES", "ComponentRole"]
 
@@ -179,9 +179,169 @@ class _Search:
     n_active: int
 
 
-def _rows(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-    """The rows ``idx`` of ``t`` (all of it when ``idx`` is None)."""
-    return t if idx is None else t[idx]
+@dataclass(eq=False)
+class _Active:
+    """The rows of the individuals still searching, kept together between iterations.
+
+    Until somebody stops, the tensors are the search's own (``rows`` is None: all n rows,
+    updated in place); from the first stop on they are compact copies of the active rows,
+    in their original order, and ``rows`` maps them to the search's rows. States and step
+    counts are written to the search when rows are dropped and at the end; the aux and
+    step-rule rows of a dropped individual are not needed again.
+
+    Attributes:
+        run: the search. states: (m, K, D) states of the active rows. factuals: (m, d).
+        aux: per term name, its ``prepare`` tensors for these rows.
+        rule_state: the step rule's state for these rows.
+        rows: (m,) int64 indices into the search's rows, or None for all of them.
+    """
+
+    run: _Search
+    states: torch.Tensor
+    factuals: torch.Tensor
+    aux: dict[str, dict]
+    rule_state: dict[str, torch.Tensor]
+    rows: torch.Tensor | None = None
+
+    @classmethod
+    def start(cls, run: _Search, factuals: torch.Tensor) -> _Active:
+        """The active rows of ``run`` (all of them, unless some were frozen before the first step)."""
+        active = cls(run=run, states=run.states, factuals=factuals, aux=run.aux, rule_state=run.rule_state)
+        if run.n_active < run.states.shape[0]:
+            active._keep(run.active, torch.nonzero(run.active).squeeze(1))
+        return active
+
+    @property
+    def n(self) -> int:
+        """m, the number of active rows."""
+        return int(self.states.shape[0])
+
+    def _keep(self, keep: torch.Tensor, rows: torch.Tensor) -> None:
+        """Keep the rows where ``keep`` (m,) bool is True; ``rows``: their indices in the search."""
+        self.states = self.states[keep]
+        self.factuals = self.factuals[keep]
+        self.aux = {name: {k: v[keep] for k, v in a.items()} if a else a for name, a in self.aux.items()}
+        self.rule_state = {k: v[keep] for k, v in self.rule_state.items()}
+        self.rows = rows
+
+    def _all_rows(self) -> torch.Tensor:
+        return self.rows if self.rows is not None else torch.arange(self.n, device=self.states.device)
+
+    def write_back(self) -> None:
+        """Copy the active rows' states into the search's (nothing to do before the first stop)."""
+        if self.rows is not None:
+            self.run.states[self.rows] = self.states
+
+    def drop(self, stopped: torch.Tensor, taken: torch.Tensor) -> None:
+        """Drop the rows where ``stopped`` (m,) bool is True; ``taken`` (m,) int64: their step counts."""
+        rows = self._all_rows()
+        gone = rows[stopped]
+        self.run.states[gone] = self.states[stopped]
+        self.run.iterations[gone] = taken[stopped]
+        self.run.active[gone] = False
+        keep = ~stopped
+        self._keep(keep, rows[keep])
+        self.run.n_active = self.n
+
+    def finish(self, steps: int) -> None:
+        """Write the final states of the rows still active, which took ``steps`` steps each."""
+        self.write_back()
+        self.run.iterations[self._all_rows()] = steps
+
+
+# The built-in feed-forward classifier (models/_feedforward.py), recognised by its class
+# alone (generators import nothing from models, docs/architecture.md): its forward pass
+# is known, so its gradient can be written out (_FeedForwardGradient).
+_FEEDFORWARD = ("recourse_ray.models._feedforward", "FeedForwardClassifier")
+
+
+@dataclass(eq=False)
+class _FeedForwardGradient:
+    """The generic objective's gradient through the built-in ReLU network, without autograd.
+
+    For the ``FeedForwardClassifier`` searched in feature space on the CPU, with live terms
+    among ``Validity`` (``reduction="sum"``) and ``L2Distance`` (``joint=False``), the
+    gradient of ``w_v sum softplus(-z) + w_d sum ||s - x||_2`` is written out as the
+    backward pass autograd runs for it: the same ATen kernels in the same order on tensors
+    of the same layout (``softplus_backward``; per layer ``bmm`` with the weight view and
+    ``threshold_backward``; the sum over expanded members; ``grad * (d / ||d||)`` of the
+    norm), so the gradient and the probabilities equal the autograd path's bit for bit
+    (``tests/test_fast_evaluation.py`` checks every built-in network), while no graph is
+    recorded or walked: less than half the cost of an iteration at the study's sizes.
+
+    Attributes:
+        layers: the model's ``layers()``: views ``W (M, out, in)``, ``b (M, out)`` of its weights.
+        n_members: M.
+        validity: the weight of the validity term, or None without one.
+        distance: the weight of the distance term, or None without one.
+    """
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    n_members: int
+    validity: float | None
+    distance: float | None
+
+    @classmethod
+    def build(cls, model: Any, space: Any, live_terms: list[Term], states: torch.Tensor) -> _FeedForwardGradient | None:
+        """The fast gradient for this search, or None where only autograd applies."""
+        if (type(model).__module__, type(model).__qualname__) != _FEEDFORWARD or type(space) is not FeatureSpace:
+            return None
+        weights: dict[str, float] = {}
+        for term in live_terms:
+            if type(term) is Validity and term.reduction == "sum":
+                key = "validity"
+            elif type(term) is L2Distance and not term.joint:
+                key = "distance"
+            else:
+                return None
+            weights[key] = term.weight
+        layers = model.layers()
+        if not weights or states.device.type != "cpu" or any(w.device != states.device for w, _ in layers):
+            return None
+        return cls(layers, int(model.n_members), weights.get("validity"), weights.get("distance"))
+
+    def __call__(self, states: torch.Tensor, factuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient (m, K, d), probabilities (m, K)) at ``states`` (m, K, d); call under no_grad."""
+        m, K, d = states.shape
+        M = self.n_members
+        # Forward, as FeedForwardClassifier._forward and model_outputs compute it.
+        h = states.reshape(m * K, d).unsqueeze(0).expand(M, -1, -1)
+        activations = []
+        last = len(self.layers) - 1
+        for i, (W, b) in enumerate(self.layers):
+            h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+            if i < last:
+                h = torch.relu(h)
+                activations.append(h)
+        member_logits = h.squeeze(-1)
+        if M == 1:
+            logits, proba = member_logits[0], torch.sigmoid(member_logits[0])
+        else:
+            logits, proba = member_logits.mean(dim=0), torch.sigmoid(member_logits).mean(dim=0)
+        one = torch.ones((), dtype=states.dtype, device=states.device)
+        grad = None
+        if self.validity is not None:
+            # d/dz of w sum softplus(-z): softplus' backward at -z, negated; then the mean over members.
+            weight = one if self.validity == 1.0 else one * self.validity
+            upstream = torch.ops.aten.softplus_backward(weight.expand(m, K), -logits.reshape(m, K), 1, 20)
+            g = (-upstream).reshape(m * K).unsqueeze(0)
+            if M > 1:
+                g = g.expand(M, m * K) / M
+            g = g.unsqueeze(-1)
+            for i in range(last, -1, -1):
+                g = g.bmm(self.layers[i][0])
+                if i > 0:
+                    g = torch.ops.aten.threshold_backward(g, activations[i - 1], 0)
+            if M > 1:
+                g = g.sum(0, keepdim=True)
+            grad = g.squeeze(0).reshape(m, K, d)
+        if self.distance is not None:
+            diff = states - factuals[:, None, :]
+            norm = safe_norm(diff).unsqueeze(-1)
+            weight = one if self.distance == 1.0 else one * self.distance
+            g = weight.expand(m, K).unsqueeze(-1) * (diff / norm).masked_fill_(norm == 0, 0)
+            grad = g if grad is None else g + grad
+        return grad, proba.reshape(m, K)
 
 
 # ---------------------------------------------------------------------- generator
@@ -386,7 +546,7 @@ class Generator:
             return _empty_result(problem.n_counterfactuals, problem.n_features, return_path)
         run = self._start(problem, vae, dev, return_path)
         if self.skip_valid_factuals:
-            self._freeze_valid_factuals(run, model, problem.factuals)
+            self._freeze_valid_factuals(run, model, problem, vae)
         self._descend(run, model, vae, problem.factuals)
         return self._result(run, model, vae, problem)
 
@@ -477,30 +637,59 @@ class Generator:
             n_active=n,
         )
 
-    def _freeze_valid_factuals(self, run: _Search, model: Any, factuals: torch.Tensor) -> None:
-        """Stop, before any step, the individuals whose factual already reaches the threshold."""
+    def _freeze_valid_factuals(self, run: _Search, model: Any, problem: Problem, vae: Any) -> None:
+        """Stop, before any step, the individuals whose factual already reaches the threshold.
+
+        A bound space with ``start_valid_factuals(problem, states, valid)`` (the latent
+        space's ``unencoded_valid_factuals``) may give those individuals other starting
+        states; they are what the search returns for them.
+        """
         with torch.no_grad():
-            _, proba, _ = model_outputs(model, factuals)
-        run.active &= ~(proba.reshape(-1) >= self.decision_threshold)
+            _, proba, _ = model_outputs(model, problem.factuals)
+        valid = proba.reshape(-1) >= self.decision_threshold
+        run.active &= ~valid
         run.n_active = int(run.active.sum())
+        restart = getattr(run.space, "start_valid_factuals", None)
+        if callable(restart):
+            with torch.no_grad():
+                run.states = restart(problem, run.states, valid).detach().clone()
+            if run.path is not None:
+                run.path[0] = self._points(run.space, run.states, vae)
 
     def _descend(self, run: _Search, model: Any, vae: Any, factuals: torch.Tensor) -> None:
-        """Up to ``max_iterations`` steps of every active individual, in place in ``run``."""
+        """Up to ``max_iterations`` steps of every active individual, in place in ``run``.
+
+        The rows of the individuals still searching are kept together (:class:`_Active`), so
+        an iteration in which nobody stops gathers and scatters nothing; the rows of those
+        who stop are written back and dropped once. Every iteration sees the rows it would
+        see gathered afresh (the same rows in the same order), so the arithmetic is that of
+        gathering them at every step.
+        """
         live_terms = [t for t in self.terms if t.weight != 0.0]
-        n = run.states.shape[0]
+        # The threshold rule never stops anyone after a step: skip asking it (and its
+        # tensor of False). Its exact class only: a subclass may decide otherwise.
+        ask_after = type(self.convergence) is not ThresholdConvergence
+        fast = _FeedForwardGradient.build(model, run.space, live_terms, run.states)
+        active = _Active.start(run, factuals)
+        steps = 0
         for t in range(self.max_iterations):
-            if run.n_active == 0:
+            if active.n == 0:
                 break
-            # While everyone is searching (the common case) skip the gather/scatter.
-            idx = None if run.n_active == n else torch.nonzero(run.active).squeeze(1)
-            s = _rows(run.states, idx).detach().requires_grad_(True)
-            batch = self._batch(run.space, model, vae, s, _rows(factuals, idx), t)
-            grad = self._gradient(live_terms, batch, run.aux, idx)
+            if fast is None:
+                s = active.states.detach().requires_grad_(True)
+                batch = self._batch(run.space, model, vae, s, active.factuals, t)
+                grad, proba = self._gradient(live_terms, batch, active.aux), batch.proba
             with torch.no_grad():
+                if fast is not None:
+                    grad, proba = fast(active.states, active.factuals)
                 # skip_valid_factuals: the factual took the place of the starting states' check.
-                self._step(run, idx, grad, batch.proba, check_before=not (self.skip_valid_factuals and t == 0))
+                check_before = not (self.skip_valid_factuals and t == 0)
+                self._step(active, grad, proba, check_before, ask_after, t)
+            steps = t + 1
             if run.path is not None:
+                active.write_back()
                 run.path.append(self._points(run.space, run.states, vae))
+        active.finish(steps)
 
     def _batch(
         self, space: Any, model: Any, vae: Any, states: torch.Tensor, factuals: torch.Tensor, iteration: int = 0
@@ -520,12 +709,16 @@ class Generator:
         )
 
     @staticmethod
-    def _gradient(live_terms: list[Term], batch: Batch, aux: dict[str, dict], idx: torch.Tensor | None) -> torch.Tensor:
-        """d(sum of weighted terms)/d(states), (m, K, D); zeros when nothing depends on the states."""
+    def _gradient(live_terms: list[Term], batch: Batch, aux: dict[str, dict]) -> torch.Tensor:
+        """d(sum of weighted terms)/d(states), (m, K, D); zeros when nothing depends on the states.
+
+        ``aux``: per term, its ``prepare`` tensors for the batch's rows.
+        """
         loss = None
         for t in live_terms:
-            term_aux = {k: _rows(v, idx) for k, v in aux[t.name].items()} if aux[t.name] else aux[t.name]
-            part = t.weight * t.value(batch, term_aux).sum()
+            total = t.value(batch, aux[t.name]).sum()
+            # A weight of 1 is left out: x * 1 == x, and the graph is one node shorter.
+            part = total if t.weight == 1.0 else t.weight * total
             loss = part if loss is None else loss + part
         grad = None
         if loss is not None and loss.requires_grad:
@@ -533,30 +726,34 @@ class Generator:
         return torch.zeros_like(batch.states) if grad is None else grad
 
     def _step(
-        self, run: _Search, idx: torch.Tensor | None, grad: torch.Tensor, proba: torch.Tensor, check_before: bool = True
+        self, active: _Active, grad: torch.Tensor, proba: torch.Tensor, check_before: bool, ask_after: bool, t: int
     ) -> None:
-        """Ask the convergence rule who stops, step the others, and freeze the stopped."""
-        if check_before:
-            stopped = self.convergence.before_step(proba, self.decision_threshold)
+        """Ask the convergence rule who stops, step the others, and drop the stopped (iteration ``t``)."""
+        stopped = self.convergence.before_step(proba, self.decision_threshold) if check_before else None
+        # One check per iteration; while nobody stops (most iterations) no mask is applied.
+        moving = None if stopped is None or not bool(stopped.any()) else ~stopped
+        delta, new_rule_state = self.step_rule.step(grad, active.rule_state)
+        if moving is not None:
+            delta = delta * moving[:, None, None].to(delta.dtype)
+            stopped_before = stopped
         else:
-            stopped = torch.zeros(proba.shape[0], dtype=torch.bool, device=proba.device)
-        moving = ~stopped
-        delta, new_rule_state = self.step_rule.step(grad, {k: _rows(v, idx) for k, v in run.rule_state.items()})
-        delta = delta * moving[:, None, None].to(delta.dtype)
-        stopped = stopped | (self.convergence.after_step(delta) & moving)
-        if idx is None:
-            run.states.add_(delta)
-            run.iterations.add_(moving.to(torch.int64))
-            for k, v in new_rule_state.items():
-                run.rule_state[k] = torch.where(moving[:, None, None], v, run.rule_state[k])
-            run.active.masked_fill_(stopped, False)
+            stopped_before = None
+        if ask_after:
+            after = self.convergence.after_step(delta)
+            if moving is not None:
+                after = after & moving
+            stopped = after if stopped_before is None else stopped_before | after
         else:
-            run.states[idx] += delta
-            run.iterations[idx] += moving.to(torch.int64)
-            for k, v in new_rule_state.items():
-                run.rule_state[k][idx] = torch.where(moving[:, None, None], v, run.rule_state[k][idx])
-            run.active[idx[stopped]] = False
-        run.n_active = int(run.active.sum())
+            stopped = stopped_before
+        active.states.add_(delta)
+        for k, v in new_rule_state.items():
+            active.rule_state[k] = v if moving is None else torch.where(moving[:, None, None], v, active.rule_state[k])
+        if stopped is not None and bool(stopped.any()):
+            # Stopped before the step: t steps taken; after it: t + 1.
+            taken = torch.full(stopped.shape, t + 1, dtype=torch.int64, device=stopped.device)
+            if stopped_before is not None:
+                taken.masked_fill_(stopped_before, t)
+            active.drop(stopped, taken)
 
     def _result(self, run: _Search, model: Any, vae: Any, problem: Problem) -> SearchResult:
         """Decode the final states and score them under the model, as numpy on the CPU."""

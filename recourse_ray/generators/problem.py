@@ -116,6 +116,10 @@ def model_outputs(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     member = getattr(model, "member_logits", None)
     if member is not None:
         ml = member(x)
+        if ml.shape[0] == 1:
+            # One member: the means over members are its own values (a mean of one value
+            # is that value, and so is its gradient), two reductions fewer per iteration.
+            return ml[0], torch.sigmoid(ml[0]), ml
         return ml.mean(dim=0), torch.sigmoid(ml).mean(dim=0), ml
     logits = model.logits(x)
     return logits, model.proba(x), logits.unsqueeze(0)
