@@ -17,7 +17,7 @@ from recourse_ray import data as data_mod
 from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import protocols as protocols_mod
-from recourse_ray._config import build_settings
+from recourse_ray._config import INT64_MAX, build_settings, check_int, param_message
 from recourse_ray.simulation import (
     RecourseSystem,
     SetupSettings,
@@ -69,6 +69,23 @@ def _settings_from(cls, values: dict, where: str):
     return obj
 
 
+def _argument_problems(dataset: object, model: object, generator: object, seed: object, sweep_seed: object,
+                       rounds: object) -> list[str]:
+    """The checks a sweep file gets, for ``simulate``'s own arguments (before any work is done)."""
+    problems = [m for m in (check_int(seed, "seed", "simulate", 0, INT64_MAX),
+                            check_int(sweep_seed, "sweep_seed", "simulate", 0, INT64_MAX),
+                            check_int(rounds, "rounds", "simulate", 1, 100_000)) if m]
+    if not isinstance(dataset, (str, data_mod.Dataset)):
+        problems.append(param_message("dataset", "simulate", "a dataset name (str) or a Dataset", dataset))
+    if not isinstance(model, str) and not all(hasattr(model, a) for a in ("predict_proba", "fit")):
+        problems.append(param_message("model", "simulate", "a model name (str) or a classifier (the Classifier "
+                                      "protocol: predict_proba, fit, ...)", model))
+    if not isinstance(generator, str) and not callable(getattr(generator, "search", None)):
+        problems.append(param_message("generator", "simulate", "a generator preset name (str) or a Generator",
+                                      generator))
+    return problems
+
+
 def simulate(
     dataset: str | data_mod.Dataset = "overlapping",
     model: str | Any = "mlp",
@@ -109,7 +126,9 @@ def simulate(
         >>> result = simulate("overlapping", "logistic_regression", "generic", rounds=10)  # doctest: +SKIP
         >>> result.metrics.filter(pl.col("metric") == "domain_mmd")  # doctest: +SKIP
     """
-    problems: list[str] = []
+    problems = _argument_problems(dataset, model, generator, seed, sweep_seed, rounds)
+    if problems:
+        raise ValueError(" ".join(problems))
     proto = protocols_mod.resolve(protocol, problems)
     if problems:
         raise ValueError("Invalid protocol: " + " ".join(problems))

@@ -11,6 +11,7 @@ a YAML mapping, rejecting unknown keys with a did-you-mean and collecting every 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +25,8 @@ __all__ = [
     "is_int",
     "is_real",
     "short_repr",
+    "INT64_MIN",
+    "INT64_MAX",
     "param_message",
     "check_int",
     "check_real",
@@ -55,10 +58,24 @@ def is_real(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+# A bounded repr: a huge value (a list of a million items, an alias-expanded document,
+# a 10**6-digit int) is never formatted whole just to be cut afterwards.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 12, 12, 8, 8
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = MAX_VALUE_CHARS, 40, MAX_VALUE_CHARS
+
+
 def short_repr(value: object, limit: int = MAX_VALUE_CHARS) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters (containers and long ints are cut while formatting)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a user object whose repr raises
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: The range of a 64-bit signed integer: what JSON readers, parquet and Arrow's int64 hold.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def param_message(name: str, owner: str, expected: str, value: object) -> str:

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "suggest", "import_object", "is_import_path"]
+__all__ = ["Registry", "suggest", "import_object", "is_import_path", "user_error"]
 
 
 def is_import_path(name: object) -> bool:
@@ -36,12 +36,27 @@ def import_object(path: str, kind: str = "component"):
             f"Cannot import the {kind} {path!r}: {exc}. Is the module on the Python path of the driver "
             "and the workers (install it, or ship it with `--py-modules`)?"
         ) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: anything it raises, sys.exit() included
+        raise KeyError(f"Cannot import the {kind} {path!r}: {user_error(module_name, exc)}.") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise KeyError(f"Cannot import the {kind} {path!r}: module {module_name!r} has no attribute {attr!r}.") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a module __getattr__ of user code
+            raise KeyError(f"Cannot import the {kind} {path!r}: {user_error(module_name, exc)}.") from None
     return obj
+
+
+def user_error(module: str, exc: BaseException) -> str:
+    """``module 'm' raised RuntimeError: why`` (cut to a readable length), for errors of user code."""
+    text = str(exc) if not isinstance(exc, SystemExit) else f"exit status {exc.code!r}"
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"module {module!r} raised {type(exc).__name__}: {text}"
 
 
 def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:

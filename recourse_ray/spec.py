@@ -15,10 +15,14 @@ See ``docs/guide.md`` ("Sweep files") for the reference of every key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+import math
 import re
+import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,8 +35,8 @@ from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
 from recourse_ray import protocols as protocols_mod
-from recourse_ray._config import build_settings, is_int, is_real, settings_dict, short_repr
-from recourse_ray._registry import import_object, is_import_path, suggest
+from recourse_ray._config import INT64_MAX, INT64_MIN, build_settings, is_int, is_real, settings_dict, short_repr
+from recourse_ray._registry import import_object, is_import_path, suggest, user_error
 from recourse_ray.settings import EXECUTION_ONLY, SetupSettings, SimulationSettings
 from recourse_ray.store import identity_row
 
@@ -57,8 +61,20 @@ TOP_KEYS = (
 GRID_AXES = ("dataset", "model", "generator")
 # Keys of a dataset variant that are not options of its loader.
 DATASET_SECTIONS = ("preset", "setup", "search")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# \Z, not $: "$" also matches before a final newline.
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 KEY_LENGTH = 16
+
+# Limits (docs/reliability.md). A name becomes a folder name (255 bytes on most
+# filesystems, with room for "dataset=" and the like).
+MAX_NAME_CHARS = 100
+MAX_SPEC_BYTES = 1 << 20          # a sweep file is a page of YAML, not a data file
+MAX_DEPTH = 40                    # nesting of mappings and sequences
+MAX_NODES = 100_000               # YAML nodes once aliases are expanded (alias bombs)
+MAX_SEEDS = 10_000
+MAX_SYSTEMS = 100_000
+MAX_ROUNDS = 100_000
+MAX_SETTING_INT = 10_000_000      # any other integer setting (epochs, batch sizes, samples, grids)
 SYNTHETIC = ("overlapping", "linearly_separable", "circles", "moons", "blobs")
 
 
@@ -67,7 +83,9 @@ class SpecError(ValueError):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = list(dict.fromkeys(problems))  # the same problem once, in order
+        # The same problem once, in order; each cut to a readable length (values are capped
+        # where they are formatted, this is the last guard).
+        self.problems = [p if len(p) <= 1000 else p[:997] + "..." for p in dict.fromkeys(problems)]
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"Invalid sweep file {source}: {len(self.problems)} problem(s):\n{lines}")
 
@@ -172,6 +190,20 @@ class SystemSpec:
     def label(self) -> str:
         return f"{self.dataset}/{self.model}/{self.generator}/seed={self.seed}"
 
+    def input_files(self) -> dict[str, str]:
+        """``{file: sha256}`` of every file the system reads: its data file and the user modules it names.
+
+        Recorded in the system's manifest (``inputs``); a resume refuses when one changed
+        since (``sweep._driver.plan``). Kept out of the key, so that moving a CSV does not
+        change a system, while editing it is detected.
+        """
+        names = [self.dataset_preset, self.model_preset, *_import_paths(self.generator_config)]
+        files = {str(f): None for f in _module_files(names)}
+        data_file = _data_file(self.dataset_preset, self.dataset_options)
+        if data_file is not None:
+            files[str(data_file)] = None
+        return {f: _file_sha256(f) for f in files}
+
 
 def expand_grid(grid: Mapping[str, Any], seeds: Any) -> list[tuple[str, str, str, int]]:
     """The grid's (dataset, model, generator, seed) cells in the sweep's stable order."""
@@ -271,6 +303,62 @@ class SweepSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
+def _import_paths(obj: Any) -> list[str]:
+    """Every "package.module:attribute" string inside a (JSON-like) description."""
+    if isinstance(obj, str):
+        return [obj] if is_import_path(obj) else []
+    if isinstance(obj, Mapping):
+        return [p for v in obj.values() for p in _import_paths(v)]
+    if isinstance(obj, (list, tuple)):
+        return [p for v in obj for p in _import_paths(v)]
+    return []
+
+
+def _module_files(paths: list[str]) -> list[Path]:
+    """Source files of the (already imported) user modules that import paths name."""
+    out = []
+    for path in paths:
+        if not is_import_path(path):
+            continue
+        module = sys.modules.get(path.partition(":")[0])
+        file = getattr(module, "__file__", None)
+        if file and Path(file).is_file():
+            out.append(Path(file).resolve())
+    return out
+
+
+def _data_file(preset: str, options: Mapping) -> Path | None:
+    """The file a dataset loader reads: a ``csv`` preset's path, a named dataset's file, or None."""
+    from recourse_ray.data import tabular
+
+    if preset == "csv" and isinstance(options.get("path"), str):
+        return tabular.resolve_path(options["path"])
+    if preset in tabular.FILES:
+        return data_mod.get_data_dir() / tabular.FILES[preset]
+    return None
+
+
+def _file_sha256(path: str) -> str | None:
+    """SHA-256 of a file's content (None when it cannot be read); one read per version of a file."""
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return None
+    return _sha256_of(path, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def _hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
@@ -285,13 +373,19 @@ def _error_text(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- top-level values
+def _valid_name(name: object) -> bool:
+    return isinstance(name, str) and len(name) <= MAX_NAME_CHARS and NAME_RE.match(name) is not None
+
+
 def _seeds(raw: Any, problems: list[str]) -> tuple[int, ...]:
-    expected = "'seeds' must be an int >= 1 or a non-empty list of ints >= 0"
+    expected = (f"'seeds' must be an int in the range [1, {MAX_SEEDS}] or a non-empty list of at most {MAX_SEEDS} "
+                "ints in the range [0, 2**63 - 1]")
     if is_int(raw):
-        if raw >= 1:
+        if 1 <= raw <= MAX_SEEDS:
             return tuple(range(int(raw)))
         problems.append(f"{expected}. Got {short_repr(raw)} instead.")
-    elif isinstance(raw, list) and raw and all(is_int(s) and s >= 0 for s in raw):
+    elif (isinstance(raw, list) and raw and len(raw) <= MAX_SEEDS
+          and all(is_int(s) and 0 <= s <= INT64_MAX for s in raw)):
         if len(set(raw)) == len(raw):
             return tuple(int(s) for s in raw)
         problems.append(f"'seeds' lists a seed more than once: {short_repr(raw)}.")
@@ -304,14 +398,15 @@ def _scalars(raw: dict, problems: list[str]) -> dict:
     """name, description, seeds, sweep_seed, shared_setup and timeout_s, checked."""
     out: dict[str, Any] = {}
     name = raw.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(f"'name' must be a non-empty string of letters, digits, '_', '.', '-'. Got {short_repr(name)} instead.")
+    if not _valid_name(name):
+        problems.append(f"'name' must be a non-empty string of at most {MAX_NAME_CHARS} letters, digits, '_', '.', '-' "
+                        f"(starting with a letter or digit). Got {short_repr(name)} instead.")
         name = "invalid"
     out["name"] = name
     out["seeds"] = _seeds(raw.get("seeds", 1), problems)
     sweep_seed = raw.get("sweep_seed", 0)
-    if not (is_int(sweep_seed) and sweep_seed >= 0):
-        problems.append(f"'sweep_seed' must be an int >= 0. Got {short_repr(sweep_seed)} instead.")
+    if not (is_int(sweep_seed) and 0 <= sweep_seed <= INT64_MAX):
+        problems.append(f"'sweep_seed' must be an int in the range [0, 2**63 - 1]. Got {short_repr(sweep_seed)} instead.")
         sweep_seed = 0
     out["sweep_seed"] = int(sweep_seed)
     shared_setup = raw.get("shared_setup", True)
@@ -320,7 +415,7 @@ def _scalars(raw: dict, problems: list[str]) -> dict:
         shared_setup = True
     out["shared_setup"] = shared_setup
     timeout_s = raw.get("timeout_s")
-    if timeout_s is not None and not (is_real(timeout_s) and timeout_s > 0):
+    if timeout_s is not None and not (is_real(timeout_s) and math.isfinite(timeout_s) and timeout_s > 0):
         problems.append(f"'timeout_s' must be a number > 0 (seconds per system) or null. Got {short_repr(timeout_s)} instead.")
         timeout_s = None
     out["timeout_s"] = timeout_s
@@ -363,8 +458,9 @@ def _variants(raw: Any, section: str, registry_names: list[str], kind: str, prob
         return {}
     out = {}
     for name, body in raw.items():
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            problems.append(f"Invalid {kind} variant name {short_repr(name)} in '{section}': use letters, digits, '_', '.', '-'.")
+        if not _valid_name(name):
+            problems.append(f"Invalid {kind} variant name {short_repr(name)} in '{section}': use at most {MAX_NAME_CHARS} "
+                            "letters, digits, '_', '.', '-'.")
             continue
         if body is None:
             body = {}
@@ -396,11 +492,25 @@ def _model_params(variant: Mapping, protocol: protocols_mod.Resolved) -> dict:
     return protocols_mod.deep_merge(protocol.model_params(variant["preset"]), own)
 
 
+def _failure(preset: str, exc: BaseException) -> str:
+    """What a factory or loader raised, as a message; user code is named with the exception's type."""
+    if isinstance(exc, (KeyError, ValueError, TypeError, OSError)) and not is_import_path(preset):
+        return _error_text(exc)
+    if is_import_path(preset):
+        return f"{preset!r} failed: {user_error(preset.partition(':')[0], exc)}"
+    return f"{type(exc).__name__}: {short_repr(_error_text(exc), 300)}"
+
+
+# Errors of user code (factories, loaders, components) are reported, never raised: any
+# exception, and SystemExit too (a module calling sys.exit() must not end validation).
+_USER_ERRORS = (Exception, SystemExit)
+
+
 def _check_model(name: str, body: dict, protocol: protocols_mod.Resolved, problems: list[str]) -> None:
     try:
         models_mod.create(body["preset"], input_dim=2, seed=0, **_model_params(body, protocol))
-    except (KeyError, ValueError, TypeError) as exc:
-        problems.append(f"Model '{name}': {_error_text(exc)}")
+    except _USER_ERRORS as exc:
+        problems.append(f"Model '{name}': {_failure(body['preset'], exc)}")
 
 
 def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -> dict:
@@ -409,6 +519,9 @@ def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -
         path = Path(str(body["path"])).expanduser()
         if not path.is_absolute():
             path = (base_dir / path).resolve()
+        if path.is_dir():
+            problems.append(f"Dataset '{name}': the CSV path {str(path)!r} is a directory, not a file.")
+            return body
         if not path.exists():
             problems.append(f"Dataset '{name}': the CSV file {str(path)!r} does not exist.")
             return body
@@ -424,14 +537,23 @@ def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -
     return body
 
 
-def _load_dataset_probe(name: str, body: dict, problems: list[str]) -> None:
-    """Load each dataset once (synthetic ones small) so that bad files fail before the sweep."""
+def _load_dataset_probe(name: str, body: dict, setup: SetupSettings, problems: list[str]) -> None:
+    """Load each dataset once, with the sweep's ``setup.n_samples``, so that what a run needs fails here.
+
+    Synthetic datasets are generated small (their size is free); every other loader is
+    asked for the rows the run will ask for, so a CSV with fewer rows than
+    ``setup.n_samples`` fails before the results folder exists.
+    """
     options = {k: v for k, v in body.items() if k not in DATASET_SECTIONS}
-    small = {"n_samples": 20} if body["preset"] in SYNTHETIC else {}
+    if body["preset"] in SYNTHETIC:
+        size = {"n_samples": 20}
+    else:
+        n_samples = replace(setup, **body.get("setup", {})).n_samples if isinstance(body.get("setup", {}), dict) else None
+        size = {} if n_samples is None else {"n_samples": n_samples}
     try:
-        data_mod.load(body["preset"], seed=0, **small, **options)
-    except (KeyError, ValueError, TypeError, OSError) as exc:
-        problems.append(f"Dataset '{name}': {_error_text(exc)}")
+        data_mod.load(body["preset"], seed=0, **size, **options)
+    except _USER_ERRORS as exc:
+        problems.append(f"Dataset '{name}': {_failure(body['preset'], exc)}")
 
 
 # ---------------------------------------------------------------------- grid
@@ -490,15 +612,15 @@ def _resolve_generators(
         )
         try:
             gen_mod.create(variant["preset"], **own)
-        except (KeyError, ValueError, TypeError) as exc:
-            problems.append(f"Generator '{g}': {_error_text(exc)}")
+        except _USER_ERRORS as exc:
+            problems.append(f"Generator '{g}': {_failure(variant['preset'], exc)}")
             continue
         for d in grid.get("dataset", ()):
             search = datasets.get(d, {}).get("search", {})
             try:
                 gen = gen_mod.create(variant["preset"], **protocols_mod.deep_merge(search, own))
-            except (KeyError, ValueError, TypeError) as exc:
-                problems.append(f"Dataset '{d}': its 'search' block with generator '{g}': {_error_text(exc)}")
+            except _USER_ERRORS as exc:
+                problems.append(f"Dataset '{d}': its 'search' block with generator '{g}': {_failure(variant['preset'], exc)}")
                 continue
             config = gen.to_dict()
             if gen_mod.Generator.from_dict(config) != gen:
@@ -524,6 +646,7 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
     for key in raw:
         if key not in TOP_KEYS:
             problems.append(f"Unknown top-level key {short_repr(key)}.{suggest(str(key), TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
+    _check_int_range(raw, "", problems)
     scalars = _scalars(raw, problems)
     protocol = protocols_mod.resolve(raw.get("protocol"), problems)
     simulation = _settings(SimulationSettings, _over(protocol.simulation, raw.get("simulation")), "simulation", problems)
@@ -543,11 +666,17 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
         "generator": (gen_mod.names(), generators),
     }
     grid = _grid(raw.get("grid"), known, invalid, problems)
+    _check_bounds({"simulation": simulation, "setup": setup, "metrics": metrics}, problems)
+    n_systems = math.prod(len(grid.get(axis, ())) for axis in GRID_AXES) * len(scalars["seeds"])
+    if n_systems > MAX_SYSTEMS:
+        problems.append(f"The grid expands to {n_systems} systems, more than the limit of {MAX_SYSTEMS}; "
+                        "split the sweep into several files.")
+        grid = {}
     configs, latent = _resolve_generators(grid, generators, datasets, protocol, invalid, problems)
 
     if check_data and not problems:
         for d in grid.get("dataset", ()):
-            _load_dataset_probe(d, datasets.get(d, {"preset": d}), problems)
+            _load_dataset_probe(d, datasets.get(d, {"preset": d}), setup, problems)
     if problems:
         raise SpecError(source, problems)
     return SweepSpec(
@@ -564,6 +693,87 @@ def parse(raw: Any, *, source: str = "<string>", base_dir: str | Path = ".", che
         generator_configs=configs,
         latent=latent,
     )
+
+
+def _check_int_range(obj: Any, where: str, problems: list[str]) -> None:
+    """Every integer of the document fits a 64-bit int (what JSON readers, parquet and Arrow hold)."""
+    if is_int(obj) and not INT64_MIN <= obj <= INT64_MAX:
+        problems.append(f"The value {short_repr(obj)} at '{where or '.'}' is outside the 64-bit integer range "
+                        "[-2**63, 2**63 - 1].")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_int_range(v, f"{where}.{k}" if where else str(k), problems)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_int_range(v, f"{where}[{i}]", problems)
+
+
+def _check_bounds(sections: dict[str, Any], problems: list[str]) -> None:
+    """Upper bounds of integer settings (the settings check their lower bounds themselves)."""
+    for section, obj in sections.items():
+        if obj is None:
+            continue
+        for name, value in settings_dict(obj).items():
+            high = MAX_ROUNDS if (section, name) == ("simulation", "rounds") else MAX_SETTING_INT
+            if is_int(value) and value > high:
+                problems.append(f"In '{section}': The '{name}' parameter of {section} must be an int at most {high}. "
+                                f"Got {short_repr(value)} instead.")
+
+
+def _document_problem(text: str) -> str | None:
+    """What makes a sweep file's text unsafe to build, before it is built: size, NUL bytes, nesting."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        return f"The sweep file is larger than {MAX_SPEC_BYTES // 1024} KiB; a sweep file is a page of settings."
+    if "\x00" in text:
+        return "The sweep file contains NUL bytes (is it a binary file?)."
+    depth = deepest = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                deepest = max(deepest, depth)
+                if deepest > MAX_DEPTH:
+                    return f"The sweep file nests mappings or lists more than {MAX_DEPTH} levels deep."
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # reported with its position by the loader
+    return None
+
+
+def _expanded_size(root) -> int | None:
+    """Nodes of a composed YAML document once aliases are expanded; None for a recursive alias.
+
+    Computed over the node graph (a shared node counted once per use), so a document of
+    aliases of aliases (a "billion laughs") is measured without being expanded.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        children = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done:
+            active.discard(nid)
+            sizes[nid] = min(1 + sum(sizes[id(c)] for c in children), MAX_NODES + 1)
+            continue
+        if nid in sizes:
+            continue
+        if nid in active:
+            return None
+        active.add(nid)
+        stack.append((node, True))
+        for c in children:
+            if id(c) in active:
+                return None
+            if id(c) not in sizes:
+                stack.append((c, False))
+    return sizes[id(root)]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -588,9 +798,22 @@ class _StrictLoader(yaml.SafeLoader):
 
 def loads(text: str, *, source: str = "<string>", base_dir: str | Path = ".", check_data: bool = True) -> SweepSpec:
     """Parse sweep-file text."""
+    problem = _document_problem(text)
+    if problem:
+        raise SpecError(source, [problem])
     loader = _StrictLoader(text)
     try:
-        raw = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            raw = None
+        else:
+            size = _expanded_size(node)
+            if size is None or size > MAX_NODES:
+                what = "a recursive alias" if size is None else f"more than {MAX_NODES} values once its aliases are expanded"
+                raise SpecError(source, [f"The sweep file holds {what} (a YAML alias bomb?); write the values out."])
+            raw = loader.construct_document(node)
+    except RecursionError:
+        raise SpecError(source, [f"The sweep file nests mappings or lists more than {MAX_DEPTH} levels deep."]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -611,9 +834,24 @@ def load(path: str | Path, *, check_data: bool = True) -> SweepSpec:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()  # stat, not open: opening a FIFO would wait for a writer
     except FileNotFoundError:
         raise SpecError(str(path), [f"The sweep file {str(path)!r} does not exist."]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), [f"The sweep file {str(path)!r} cannot be read: {exc}."]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} cannot be read: {exc.strerror or exc}."]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} is a directory, not a file."])
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} is not a regular file (a device, FIFO or socket)."])
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} is larger than {MAX_SPEC_BYTES // 1024} KiB; "
+                                    "a sweep file is a page of settings."])
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} is not UTF-8 text (byte {exc.start})."]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [f"The sweep file {str(path)!r} cannot be read: {exc.strerror or exc}."]) from None
     return loads(text, source=str(path), base_dir=path.parent, check_data=check_data)

@@ -650,7 +650,7 @@ def test_error_missing_target_lists_columns_and_closest_match(tmp_path):
     path = write(tmp_path, "income,age,label\n1,2,0\n3,4,1\n")
     with pytest.raises(ValueError, match=r"target column 'lable' is not in the file\. Did you mean 'label'\?") as info:
         load_csv(path, target="lable", seed=0)
-    assert "Available columns: income, age, label" in str(info.value)
+    assert "Available columns: 'income', 'age', 'label'" in str(info.value)
 
 
 def test_error_non_numeric_column_is_named(tmp_path):

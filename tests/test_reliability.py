@@ -150,7 +150,8 @@ def _system_task_pids() -> list[int]:
             continue
         pid, ppid = int(parts[0]), int(parts[1])
         parent[pid] = ppid
-        if "ray::system_task" in parts[2]:
+        # A worker running a system task is titled after the task's name ("system D/M/G/seed=S").
+        if "ray::system_task" in parts[2] or "ray::system " in parts[2]:
             tasks.append(pid)
 
     def ours(pid: int) -> bool:

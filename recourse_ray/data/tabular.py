@@ -16,6 +16,7 @@ loader reads a user file (``load("csv", path=..., target=..., seed=...)``).
 
 from __future__ import annotations
 
+import csv as _csv
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from recourse_ray import data as _data
-from recourse_ray._config import is_int, is_real, param_message
+from recourse_ray._config import is_int, is_real, param_message, short_repr
 from recourse_ray._registry import suggest
 from recourse_ray._rng import as_rng
 from recourse_ray.data._dataset import Dataset
@@ -42,6 +43,8 @@ __all__ = [
     "MISSING_VALUES",
     "SPLIT_VALUES",
     "FILES",
+    "MAX_CSV_BYTES",
+    "resolve_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,13 @@ MISSING_VALUES: tuple[str, ...] = ("", "NA", "N/A", "NaN", "nan", "NULL", "null"
 
 #: The values a split column (``load_csv(split_column=...)``) may hold.
 SPLIT_VALUES: tuple[str, ...] = ("train", "test")
+
+#: The largest CSV file read (bytes). The whole file is read into memory (a few times
+#: its size at the peak), so a bigger one is refused up front rather than exhausting it.
+MAX_CSV_BYTES: int = 512 * 1024 * 1024
+
+#: The longest header row read (bytes).
+MAX_HEADER_BYTES: int = 1024 * 1024
 
 #: File name of each named dataset inside the data directory.
 FILES: dict[str, str] = {
@@ -167,6 +177,40 @@ def _resolve_path(path: str | os.PathLike) -> Path:
     return candidate
 
 
+resolve_path = _resolve_path
+
+
+def _check_missing_values(value: object) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(param_message("missing_values", "load_csv", "a list of strings (cell contents)", value))
+    return list(value)
+
+
+def _header_problems(file: Path) -> list[str]:
+    """Problems of the header row: not UTF-8, empty, duplicate or over-long names (polars would rename them)."""
+    with open(file, "rb") as f:
+        line = f.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        return [f"the header row is longer than {MAX_HEADER_BYTES // 1024} KiB"]
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [f"the header row is not UTF-8 text (byte {exc.start})"]
+    names = next(_csv.reader([text.rstrip("\r\n")]), [])
+    problems = []
+    empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
+    if empty:
+        problems.append(f"empty column names in the header (column(s) {', '.join(map(str, empty[:10]))})")
+    seen, duplicates = set(), []
+    for n in names:
+        if n in seen and n not in duplicates:
+            duplicates.append(n)
+        seen.add(n)
+    if duplicates:
+        problems.append(f"duplicate column names in the header: {', '.join(short_repr(n, 60) for n in duplicates[:10])}")
+    return problems
+
+
 def _check_n_samples(n_samples: object) -> int | None:
     if n_samples is None:
         return None
@@ -187,10 +231,22 @@ def _column_name(value: object, param: str, *, optional: bool = False) -> str | 
 
 def _read_frame(file: Path, name: str, missing_values: Sequence[str]) -> pl.DataFrame:
     """Every cell of ``file`` as text (None where missing); raises for a missing, empty or unparsable file."""
+    if file.is_dir():
+        raise ValueError(f"Cannot load dataset {name!r}: {file} is a directory, not a CSV file.")
     if not file.is_file():
         raise ValueError(f"Cannot load dataset {name!r}: {_missing_file_message(file)}")
-    if file.stat().st_size == 0:
+    size = file.stat().st_size
+    if size == 0:
         raise ValueError(f"Cannot load dataset {name!r} from {file}: the file is empty (no header, no rows).")
+    if size > MAX_CSV_BYTES:
+        raise ValueError(
+            f"Cannot load dataset {name!r} from {file}: the file has {size} bytes, more than the limit of "
+            f"{MAX_CSV_BYTES} (recourse_ray.data.tabular.MAX_CSV_BYTES); the whole file is read into memory, so "
+            "subsample it first."
+        )
+    header = _header_problems(file)
+    if header:
+        raise ValueError(f"Cannot load dataset {name!r} from {file}: " + "; ".join(header) + ".")
     try:
         # Every cell is read as text and converted below: full-file schema inference is
         # slow, and per-column inference from a prefix fails on values like "1e+05".
@@ -217,7 +273,7 @@ def _check_columns(
     if target not in columns:
         problems.append(
             f"the target column {target!r} is not in the file.{suggest(target, columns)} "
-            f"Available columns: {', '.join(columns)}"
+            f"Available columns: {_some(columns, 30)}"
         )
     for param, wanted in (("drop", drop), ("categorical", categorical)):
         for col in wanted:
@@ -368,11 +424,22 @@ def _encode_features(
     return np.concatenate(blocks, axis=1), feature_names, continuous
 
 
+def _some(names: list[str], limit: int = 10) -> str:
+    """The first ``limit`` names, quoted, then how many more."""
+    shown = ", ".join(short_repr(n, 60) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _check_features(X: np.ndarray, feature_names: list[str], max_features: int, problems: _Problems) -> None:
     finite = np.isfinite(X)
     if not finite.all():
         bad_cols = [feature_names[j] for j in np.flatnonzero(~finite.all(axis=0))]
-        problems.append(f"infinite values in columns {', '.join(map(repr, bad_cols))}")
+        problems.append(f"infinite values in columns {_some(bad_cols)}")
+    # Values beyond float32's range would become inf when the features are cast.
+    huge = np.abs(np.where(finite, X, 0.0)) > np.finfo(np.float32).max
+    if huge.any():
+        problems.append(f"values beyond the float32 range (|x| > 3.4e38) in columns "
+                        f"{_some([feature_names[j] for j in np.flatnonzero(huge.any(axis=0))])}")
     # A very wide file is almost always a mistake (an ID or free-text column one-hot
     # encoded, a transposed table); the classifiers and metrics would crawl on it.
     if len(feature_names) > max_features:
@@ -516,6 +583,7 @@ def load_csv(
     """
     rng = as_rng(seed)
     n_samples = _check_n_samples(n_samples)
+    missing_values = _check_missing_values(missing_values)
     target = _column_name(target, "target")
     split_column = _column_name(split_column, "split_column", optional=True)
     if not isinstance(standardize, (bool, np.bool_)):

@@ -1,0 +1,2 @@
+"""A user module that fails while it is imported (not with an ImportError)."""
+raise RuntimeError("this module cannot be imported on a Tuesday")
