@@ -34,7 +34,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray address: omit for an embedded local Ray; 'auto' or 'ray://host:port' to join a cluster")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
     p.add_argument("--store-states", action="store_true", help="also store each system's final data, weights and (2-D) probability surfaces")
-    p.add_argument("--no-progress", action="store_true", help="do not draw the progress line")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress on stderr (default: a live line on a terminal, a status line every 30 s "
+                        "elsewhere, e.g. in `ray job logs --follow`); --no-progress: none")
     p.add_argument("--max-in-flight", type=int, default=None, help="system tasks submitted at once (default: 2 x cluster CPUs)")
     p.add_argument("--retry-failed", action="store_true", help="also rerun systems recorded as failed")
     p.add_argument("--force", action="store_true", help="accept a results directory recorded with a different sweep spec")
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a sweep file and print its grid")
     p.add_argument("sweep")
+    p.add_argument("--py-modules", nargs="*", default=None, help="local packages/modules the sweep file names (as for run)")
     p.add_argument("--systems", action="store_true", help="list every system with its key")
 
     p = sub.add_parser("datasets", help="list, describe, fetch or import datasets (see docs/data.md)")
@@ -107,22 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_code(args) -> dict | None:
     """Make user components importable here, and shipped to the workers (Ray ``py_modules``).
 
-    The current directory goes on ``sys.path`` (as with ``python -m``), so that import
-    paths such as ``examples.sparsity_term:L1Sparsity`` resolve when run from the
-    project root; each ``--py-modules`` folder's parent does too.
+    Only what ``--py-modules`` names becomes importable: each entry's parent folder goes
+    at the *end* of ``sys.path``, after the package and its dependencies (Ray, pyarrow,
+    torch, ...) are imported, so a ``ray.py`` lying next to the user's module can shadow
+    nothing. The working directory is never added: a stray ``pyarrow.py`` there must not
+    run. (``examples.sparsity_term:L1Sparsity`` resolves with ``--py-modules examples``.)
     """
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     modules = getattr(args, "py_modules", None)
     if not modules:
         return None
     missing = [m for m in modules if not Path(m).exists()]
     if missing:
         raise FileNotFoundError(f"--py-modules: {', '.join(missing)} not found")
+    import pyarrow  # noqa: F401 - the package's own imports come first (see above)
+    import ray  # noqa: F401
+
+    import recourse_ray.spec  # noqa: F401
+    import recourse_ray.sweep  # noqa: F401
+
     paths = [Path(m).resolve() for m in modules]
     for p in paths:
         if str(p.parent) not in sys.path:
-            sys.path.insert(0, str(p.parent))
+            sys.path.append(str(p.parent))
     return {"py_modules": [str(p) for p in paths]}
 
 
@@ -141,16 +150,22 @@ def _run_option_problem(args) -> str | None:
 
 
 def _run(sweep, results_dir: str, args) -> int:
-    from recourse_ray.sweep import SpecChanged, run_sweep
+    from recourse_ray.spec import SpecError
+    from recourse_ray.store import LockHeld, NotAResultsDirectory, StorageError
+    from recourse_ray.sweep import ClusterError, SpecChanged, run_sweep
 
     problem = _run_option_problem(args)
     if problem:
         return _bad_input(problem)
     options = {name: getattr(args, name) for name in _SWEEP_OPTIONS}
     try:
-        outcome = run_sweep(sweep, results_dir, progress=False if args.no_progress else None, **options)
-    except SpecChanged as exc:
+        outcome = run_sweep(sweep, results_dir, progress=args.progress, **options)
+    except (SpecChanged, NotAResultsDirectory, LockHeld, SpecError) as exc:
         return _bad_input(str(exc))
+    except ClusterError as exc:  # before anything was written; an OSError, so first
+        return _bad_input(str(exc))
+    except StorageError as exc:  # unreachable storage before anything was written
+        return _bad_input(f"cannot use the results directory {results_dir!r}: {exc}")
     except OSError as exc:  # the results root cannot even be created
         print(f"recourse-ray: error: cannot write to the results directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -181,26 +196,32 @@ def cmd_run(args) -> int:
         args.runtime_env = _user_code(args)
     except FileNotFoundError as exc:
         return _bad_input(str(exc))
+    from recourse_ray.store import NotAResultsDirectory
+
     try:
         sweep = _load_spec(args.sweep)
-    except SpecError as exc:
+        results_dir = ResultsStore.for_sweep(args.results, sweep.name).uri
+    except (SpecError, NotAResultsDirectory) as exc:
         return _bad_input(str(exc))
-    return _run(sweep, ResultsStore.for_sweep(args.results, sweep.name).uri, args)
+    return _run(sweep, results_dir, args)
 
 
 def cmd_resume(args) -> int:
     from recourse_ray import spec as spec_mod
-    from recourse_ray.store import NotAResultsDirectory, ResultsStore
+    from recourse_ray.store import NotAResultsDirectory, ResultsStore, StorageError
 
     try:
         args.runtime_env = _user_code(args)
     except FileNotFoundError as exc:
         return _bad_input(str(exc))
-    store = ResultsStore(args.results_dir)
     try:
+        store = ResultsStore(args.results_dir)
+        store.check()
         text = store.read_spec()
-    except NotAResultsDirectory as exc:
+    except (NotAResultsDirectory, StorageError) as exc:
         return _bad_input(str(exc))
+    except UnicodeDecodeError:
+        return _bad_input(f"the recorded spec {store.spec_uri!r} is not UTF-8 text.")
     try:
         if args.sweep:
             sweep = spec_mod.load(args.sweep)
@@ -217,9 +238,11 @@ def status_summary(results_dir: str) -> dict:
     from recourse_ray.store import ResultsStore
 
     store = ResultsStore(results_dir)
+    store.check()
     sweep = spec_mod.loads(store.read_spec(), source=store.spec_uri, check_data=False)
     systems = sweep.systems()
-    done, failures = store.committed_keys(), store.failures()
+    good, corrupt = store.verified()
+    done, failures = set(good), store.failures()
     expected = {s.key: s for s in systems}
     missing = [s.label for k, s in expected.items() if k not in done and k not in failures]
     return {
@@ -230,6 +253,8 @@ def status_summary(results_dir: str) -> dict:
         "failed": len(set(failures) & expected.keys()),
         "missing": len(missing),
         "missing_systems": missing,
+        "corrupt": [{"system": expected[k].label if k in expected else k, "key": k, "problem": why}
+                    for k, why in sorted(corrupt.items())],
         "failures": [
             {"system": expected[k].label if k in expected else k, "key": k, "error": f.get("error", "")}
             for k, f in failures.items()
@@ -239,17 +264,21 @@ def status_summary(results_dir: str) -> dict:
 
 def cmd_status(args) -> int:
     from recourse_ray.spec import SpecError
-    from recourse_ray.store import NotAResultsDirectory
+    from recourse_ray.store import NotAResultsDirectory, StorageError
 
     try:
         summary = status_summary(args.results_dir)
-    except (NotAResultsDirectory, SpecError) as exc:
+    except (NotAResultsDirectory, SpecError, StorageError) as exc:
         return _bad_input(str(exc))
+    except UnicodeDecodeError:
+        return _bad_input(f"the recorded spec in {args.results_dir!r} is not UTF-8 text.")
     if args.json:
         print(json.dumps(summary, indent=1))
         return EXIT_OK
     print(f"sweep {summary['sweep']} at {summary['results_dir']}")
     print(f"  {summary['done']} done, {summary['failed']} failed, {summary['missing']} missing, of {summary['total']}")
+    for c in summary["corrupt"]:
+        print(f"  CORRUPT {c['system']} [{c['key']}]: {c['problem']}; counted as missing, `resume` reruns it")
     for f in summary["failures"]:
         print(f"  FAILED {f['system']} [{f['key']}]: {f['error']}")
     for label in summary["missing_systems"][:20]:
@@ -259,13 +288,28 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
-def cmd_report(args) -> int:
-    from recourse_ray.store import NotAResultsDirectory, ResultsStore
-
-    store = ResultsStore(args.results_dir)
+def _report_out_problem(out: Path, store) -> str | None:
+    """Why the report cannot be written to ``out`` (checked before anything is drawn), or None."""
+    if store.local and _inside(out, store.path):
+        return f"-o {out} lies inside the results directory {store.uri}; the report is never written there."
+    if out.exists() and not out.is_dir():
+        return f"-o {out} exists and is not a folder."
     try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the report folder -o {out}: {exc.strerror or exc}."
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"the report folder -o {out} is not writable."
+    return None
+
+
+def cmd_report(args) -> int:
+    from recourse_ray.store import NotAResultsDirectory, ResultsStore, StorageError
+
+    try:
+        store = ResultsStore(args.results_dir)
         store.check()
-    except NotAResultsDirectory as exc:
+    except (NotAResultsDirectory, StorageError) as exc:
         return _bad_input(str(exc))
     if args.mapping and not args.reference:
         return _bad_input("--mapping needs --reference (the reference implementation's output file).")
@@ -273,10 +317,19 @@ def cmd_report(args) -> int:
     from recourse_ray.report import build_report
 
     out = args.out or str(Path("reports") / store.sweep_name)
+    existed = Path(out).exists()
+    problem = _report_out_problem(Path(out), store)
+    if problem:
+        return _bad_input(problem)
     try:
         path = build_report(args.results_dir, out, reference=args.reference, mapping=args.mapping)
     except ComparisonError as exc:
+        if not existed and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # bad input leaves nothing behind, not even the folder it made
         return _bad_input(str(exc))
+    except OSError as exc:
+        print(f"recourse-ray: error: cannot write the report to {out}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"report written to {path}")
     return EXIT_OK
 
@@ -329,7 +382,10 @@ def cmd_compare(args) -> int:
 def cmd_validate(args) -> int:
     from recourse_ray.spec import SpecError
 
-    _user_code(args)
+    try:
+        _user_code(args)
+    except FileNotFoundError as exc:
+        return _bad_input(str(exc))
     try:
         sweep = _load_spec(args.sweep)
     except SpecError as exc:

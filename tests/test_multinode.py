@@ -88,3 +88,32 @@ def test_removing_worker_node_mid_sweep_loses_nothing(cluster, tmp_path):
     ref = tmp_path / "ref"
     run_sweep(sweep, str(ref), progress=False, num_cpus=2)
     assert _rows(root).equals(_rows(ref))
+
+
+def test_node_added_mid_sweep_gets_work(tmp_path):
+    """A node that joins while the sweep runs raises the in-flight limit and runs systems (head: 1 CPU)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    root = tmp_path / "grow"
+    manifest_dir = root / "manifest"
+
+    def add_when_started():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (manifest_dir.exists() and any(manifest_dir.glob("*.json"))):
+            time.sleep(0.05)
+        c.add_node(num_cpus=2)
+
+    grower = threading.Thread(target=add_when_started)
+    grower.start()
+    try:
+        outcome = run_sweep(spec_mod.loads(SWEEP), str(root), address=c.address, progress=False)
+        grower.join()
+        assert outcome.exit_code == 0 and len(outcome.done) == 12
+        manifests = ResultsStore(root).manifests()
+        assert len({m["node_id"] for m in manifests}) == 2  # the node that joined ran systems
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()

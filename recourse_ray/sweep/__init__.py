@@ -5,6 +5,7 @@
 rows into the results dataset (``recourse_ray.store``).
 """
 
+from recourse_ray.sweep._cluster import ClusterError
 from recourse_ray.sweep._driver import SpecChanged, SweepOutcome, connect, plan, run_sweep
 
-__all__ = ["run_sweep", "plan", "connect", "SweepOutcome", "SpecChanged"]
+__all__ = ["run_sweep", "plan", "connect", "SweepOutcome", "SpecChanged", "ClusterError"]

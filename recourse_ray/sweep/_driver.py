@@ -12,6 +12,7 @@ one cohort of actors instead (``_lockstep.py``), on the same setup and commit he
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -24,17 +25,22 @@ import ray
 from recourse_ray import spec as spec_mod
 from recourse_ray._config import is_real, param_message
 from recourse_ray.simulation import prepare_data
-from recourse_ray.store import ResultsStore, StorageError, rows_to_table
+from recourse_ray.store import NotAResultsDirectory, ResultsStore, StorageError, rows_to_table
 from recourse_ray.sweep import _tasks
+from recourse_ray.sweep._cluster import ClusterError, ClusterView, Stopped, check_address, stop_signals
 from recourse_ray.sweep._progress import Progress
 
-__all__ = ["SweepOutcome", "run_sweep", "plan", "connect", "SpecChanged"]
+__all__ = ["SweepOutcome", "run_sweep", "plan", "connect", "SpecChanged", "ClusterError"]
 
 logger = logging.getLogger(__name__)
 
 
 class SpecChanged(ValueError):
     """The results directory was produced by a different sweep spec."""
+
+
+class InputsChanged(SpecChanged):
+    """A file that committed systems read (a CSV, a user module) has changed since."""
 
 
 @dataclass
@@ -58,7 +64,11 @@ class SweepOutcome:
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, runtime_env: dict | None = None) -> bool:
-    """Connect to Ray (``None``: start an embedded local instance). Returns True if we started it."""
+    """Connect to Ray (``None``: start an embedded local instance). Returns True if we started it.
+
+    Raises:
+        ClusterError: ``address`` names a cluster that cannot be reached or used.
+    """
     if ray.is_initialized():
         return False
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": logging.WARNING, "log_to_driver": True}
@@ -67,32 +77,129 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, runtime_
     if address is None:
         # The embedded instance serves this process alone, on this machine; Ray 2.60's
         # default token auth adds nothing there (a user who sets RAY_AUTH_MODE wins).
+        # address="local": ray.init() would otherwise join the cluster in RAY_ADDRESS,
+        # and with auth forced off. Joining is what --address is for.
+        if os.environ.get("RAY_ADDRESS"):
+            logger.warning("RAY_ADDRESS=%s is set but --address is not: starting an embedded local Ray "
+                           "(pass --address auto to run on that cluster).", os.environ["RAY_ADDRESS"])
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        kwargs.update(address="local", include_dashboard=False, num_cpus=num_cpus)
         ray.init(**kwargs)
     else:
-        ray.init(address=address, **kwargs)
+        check_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as exc:
+            raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
     return True
 
 
+# {system key: {file: sha256}} as hashed by the last ``plan`` of this process (see ``_commit``).
+_RUN_INPUTS: dict[str, dict] = {}
+
+
+def _changed_inputs(systems, store: ResultsStore) -> tuple[dict[str, list[str]], list[str]]:
+    """Committed systems whose recorded input files differ from the files now.
+
+    Returns:
+        ({key: [changed file, ...]}, [changed file, ...] over all of them).
+    """
+    by_key = {s.key: s for s in systems}
+    current: dict[str, dict] = {}
+    changed: dict[str, list[str]] = {}
+    for key, entry in store.verified()[0].items():
+        recorded = entry.get("inputs")
+        s = by_key.get(key)
+        if not isinstance(recorded, dict) or s is None:
+            continue  # written before inputs were recorded, or not part of this sweep
+        if key not in current:
+            current[key] = s.input_files()
+        files = [f for f, digest in recorded.items() if current[key].get(f, digest) != digest]
+        if files:
+            changed[key] = files
+    return changed, sorted({f for files in changed.values() for f in files})
+
+
+def _inputs_unchanged(entry: dict, by_key: dict) -> bool:
+    recorded = entry.get("inputs")
+    s = by_key.get(entry.get("system_key"))
+    if not isinstance(recorded, dict) or s is None:
+        return True
+    current = s.input_files()
+    return all(current.get(f, digest) == digest for f, digest in recorded.items())
+
+
+def check_target(sweep: spec_mod.SweepSpec, store: ResultsStore, *, force: bool = False) -> bool:
+    """Check, without writing anything, that ``sweep`` may run in ``store``; True when the spec changed.
+
+    Raises:
+        NotAResultsDirectory: the path is a file, a non-empty folder that is not a results
+            dataset, or a results dataset with a broken layout.
+        SpecChanged: the directory holds another spec (and not ``force``).
+        InputsChanged: a file read by committed systems changed (and not ``force``).
+        StorageError: the location cannot be reached.
+    """
+    foreign = store.foreign_content()
+    if foreign:
+        raise NotAResultsDirectory(foreign + ".")
+    if not store.exists():
+        return False
+    store.check()
+    recorded = store.read_spec()
+    text = sweep.to_yaml()
+    spec_changed = recorded != text and not _same_spec(recorded, text)
+    if spec_changed and not force:
+        raise SpecChanged(
+            f"The results directory {store.uri!r} was produced by a different sweep spec. "
+            "Use a new results directory, or pass --force to run the new spec there "
+            "(systems whose settings changed get new keys and are rerun; the others are kept)."
+        )
+    if not force:
+        _, files = _changed_inputs(sweep.systems(), store)
+        if files:
+            shown = ", ".join(repr(f) for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            raise InputsChanged(
+                f"The results directory {store.uri!r} holds systems computed from other contents of {shown}: "
+                "the file changed since they ran, and mixing old and new results would be silent. Restore the "
+                "file, use a new results directory, or pass --force to rerun the systems that read it."
+            )
+    return spec_changed
+
+
 def plan(sweep: spec_mod.SweepSpec, store: ResultsStore, *, retry_failed: bool = True, force: bool = False):
-    """Initialise/check the results directory and return (all systems, systems to run)."""
+    """Initialise/check the results directory and return (all systems, systems to run).
+
+    Run it while holding ``store.lock()`` (``run_sweep`` does). With ``force`` and a
+    changed spec, the old spec is first validated away from the directory: the new one
+    is loaded again with its data (``spec.loads(..., check_data=True)``) before anything
+    is retired; retired manifests move to ``stale/`` with a copy of the old spec, and
+    come back by themselves when that spec is run again.
+    """
     systems = sweep.systems()
     text = sweep.to_yaml()
+    keys = {s.key for s in systems}
+    spec_changed = check_target(sweep, store, force=force)
     if store.exists():
-        recorded = store.read_spec()
-        if recorded != text and not _same_spec(recorded, text):
-            if not force:
-                raise SpecChanged(
-                    f"The results directory {store.uri!r} was produced by a different sweep spec. "
-                    "Use a new results directory, or pass --force to run the new spec there "
-                    "(systems whose settings changed get new keys and are rerun; the others are kept)."
-                )
+        if spec_changed:
+            spec_mod.loads(text, source=sweep.source)  # raises SpecError before anything is touched
+            store.save_retired_spec()
+            store.retire_stale(keys)
             store.write_spec(text)
-            store.retire_stale({s.key for s in systems})
+        # Idempotent recovery of a forced change interrupted half-way: manifests of other
+        # specs never count, and this spec's own retired manifests come back (unless a
+        # file they read has changed since).
+        store.retire_stale(keys)
+        by_key = {s.key: s for s in systems}
+        store.restore_stale(keys, accept=lambda entry: _inputs_unchanged(entry, by_key))
+        if force:
+            changed, _ = _changed_inputs(systems, store)
+            for key in changed:
+                store.retire("manifest", key)
     else:
         store.init(text)
     store.clean_staging()
+    # What each system reads, hashed when the run starts (and data is loaded), recorded at commit.
+    _RUN_INPUTS.update({s.key: s.input_files() for s in systems})
     done = store.committed_keys()
     failed = store.failed_keys()
     todo = [s for s in systems if s.key not in done and (retry_failed or s.key not in failed)]
@@ -118,6 +225,38 @@ def _cluster_cpus() -> int:
         return 1
 
 
+def _joined() -> bool:
+    """Whether the Ray this process is connected to has more than this machine's node (a cluster)."""
+    try:
+        return sum(1 for n in ray.nodes() if n.get("Alive")) > 1
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _locked(run):
+    """Run ``run_sweep`` holding the results directory's lock (``ResultsStore.lock``).
+
+    Every refusal that needs no lock (another folder, another spec, changed inputs)
+    comes first, so that a refused run leaves nothing behind, not even the lock file;
+    then the lock, so that a second writer is refused before it plans, cleans staging
+    files or computes anything.
+    """
+
+    @functools.wraps(run)
+    def locked(sweep, results_dir, *args, force: bool = False, **kwargs):
+        if kwargs.get("address") is not None:
+            # An unusable cluster is refused before anything is written, even when this
+            # process already holds a Ray connection (which the run would then reuse).
+            check_address(kwargs["address"])
+        store = ResultsStore(results_dir)
+        check_target(sweep, store, force=force)
+        with store.lock():
+            return run(sweep, results_dir, *args, force=force, **kwargs)
+
+    return locked
+
+
+@_locked
 def run_sweep(
     sweep: spec_mod.SweepSpec,
     results_dir: str,
@@ -137,14 +276,19 @@ def run_sweep(
     Args:
         sweep: the validated spec.
         results_dir: the sweep's results directory (local path or URI).
-        address: Ray address (None: embedded local Ray; "auto"; "ray://host:port").
+        address: Ray address (None: embedded local Ray, even when RAY_ADDRESS is set;
+            "auto" or "host:port": join that cluster). An unreachable cluster, or a
+            Ray Client ``ray://`` address, raises ``ClusterError`` before anything is written.
         num_cpus: CPUs of an embedded Ray (default: all).
         retry_failed: also rerun systems recorded as failed.
         force: accept a results directory recorded with a different spec.
         store_states: also store each system's final state.
-        max_in_flight: system tasks submitted at once (default: 2 x cluster CPUs). In
-            lockstep mode: systems in flight, rounded up to one whole cohort.
-        progress: draw a progress line (default: when stderr is a TTY).
+        max_in_flight: system tasks submitted at once (default: the rule of
+            docs/cluster.md, "How much runs at once": 2 x the CPUs the cluster has now,
+            and at least 64 on a joined cluster, so that its autoscaler sees the demand).
+            In lockstep mode: systems in flight, rounded up to one whole cohort.
+        progress: show progress on stderr (default: a live line on a terminal, a plain
+            status line every 30 s elsewhere, e.g. in ``ray job logs``); False: none.
         runtime_env: Ray runtime environment for the job (e.g. py_modules for clusters).
         cohort_cpus: lockstep mode only: CPUs reserved per cohort, shared by its actors
             (default: min(systems per cohort, cluster CPUs); see docs/lockstep.md).
@@ -163,17 +307,20 @@ def run_sweep(
     bar = Progress(total=len(systems), already=outcome.skipped, rounds_per_system=sweep.simulation.rounds, enabled=progress)
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
-        if sweep.simulation.selection == "lockstep":
-            # Imported here: _lockstep builds on this module's setup and commit helpers.
-            from recourse_ray.sweep._lockstep import run_cohorts
+        view = ClusterView(joined=address is not None or (not started_ray and _joined()), requested=max_in_flight)
+        with stop_signals():
+            if sweep.simulation.selection == "lockstep":
+                # Imported here: _lockstep builds on this module's setup and commit helpers.
+                from recourse_ray.sweep._lockstep import run_cohorts
 
-            run_cohorts(systems, todo, store, outcome, bar, store_states=store_states,
-                        max_in_flight=max_in_flight or 2 * _cluster_cpus(), cohort_cpus=cohort_cpus)
-        else:
-            _execute(todo, store, outcome, bar, store_states, max_in_flight or 2 * _cluster_cpus())
-    except KeyboardInterrupt:
+                run_cohorts(systems, todo, store, outcome, bar, store_states=store_states, view=view,
+                            cohort_cpus=cohort_cpus)
+            else:
+                _execute(todo, store, outcome, bar, store_states, view)
+    except KeyboardInterrupt as exc:
         outcome.interrupted = True
-        logger.warning("Interrupted: in-flight systems were cancelled; committed systems are kept.")
+        how = f"Stopped by {exc.signal_name}" if isinstance(exc, Stopped) else "Interrupted"
+        logger.warning("%s: in-flight systems were cancelled; committed systems are kept.", how)
     except StorageError as exc:
         # Disk full, permissions, a vanished bucket: stop cleanly. Every committed system
         # is intact (each write is staged and renamed), the one being written is not
@@ -197,51 +344,57 @@ class _Running:
     started: float | None = None
 
 
-def _submit_setup(todo) -> tuple[dict, dict, dict]:
+def _submit_setup(todo) -> tuple[dict, dict, dict, dict]:
     """Shared setup: data split on the driver, pretraining as tasks, all passed by reference.
 
     Returns:
-        (splits, models, vaes): object refs keyed by data, model and VAE key.
+        (splits, models, vaes, memory): object refs keyed by data, model and VAE key, and
+        the ``memory=`` resource (bytes) of a task on each data key's split.
     """
-    splits, models, vaes = {}, {}, {}
+    splits, models, vaes, memory = {}, {}, {}, {}
     for s in todo:
         if s.data_key not in splits:
-            splits[s.data_key] = ray.put(
-                prepare_data(
-                    s.dataset_preset,
-                    setup_seed=s.setup_seed,
-                    sweep_seed=s.sweep_seed,
-                    settings=s.setup,
-                    options=s.dataset_options,
-                )
+            train, test = prepare_data(
+                s.dataset_preset,
+                setup_seed=s.setup_seed,
+                sweep_seed=s.sweep_seed,
+                settings=s.setup,
+                options=s.dataset_options,
             )
+            splits[s.data_key] = ray.put((train, test))
+            memory[s.data_key] = _tasks.memory_bytes(len(train.X) + len(test.X), train.X.shape[1])
     for s in todo:
+        options = {"memory": memory[s.data_key]}
         if s.model_key not in models:
-            models[s.model_key] = _tasks.pretrain_task.remote(splits[s.data_key], s)
+            models[s.model_key] = _tasks.pretrain_task.options(
+                name=f"pretrain {s.dataset}/{s.model}/setup_seed={s.setup_seed}", **options).remote(splits[s.data_key], s)
         if s.needs_vae and s.vae_key not in vaes:
-            vaes[s.vae_key] = _tasks.vae_task.remote(splits[s.data_key], s)
-    return splits, models, vaes
+            vaes[s.vae_key] = _tasks.vae_task.options(
+                name=f"vae {s.dataset}/setup_seed={s.setup_seed}", **options).remote(splits[s.data_key], s)
+    return splits, models, vaes, memory
 
 
 class _Execution:
     """The driver loop's state: queued and running systems, and what happens to their messages."""
 
     def __init__(self, todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, store_states: bool,
-                 max_in_flight: int) -> None:
+                 view: ClusterView) -> None:
         self.store, self.outcome, self.bar = store, outcome, bar
-        self.store_states, self.max_in_flight = store_states, max_in_flight
-        self.splits, self.models, self.vaes = _submit_setup(todo)
+        self.store_states, self.view = store_states, view
+        self.splits, self.models, self.vaes, self.memory = _submit_setup(todo)
         self.queue = deque(todo)
         self.running: dict[object, _Running] = {}
 
     def submit(self) -> None:
-        while self.queue and len(self.running) < self.max_in_flight:
+        """Keep ``view.limit`` systems in flight (the rule in ``_cluster.py``), re-read as the cluster changes."""
+        self.view.refresh()
+        while self.queue and len(self.running) < self.view.limit:
             s = self.queue.popleft()
             vae_ref = self.vaes.get(s.vae_key) if s.needs_vae else None
-            gen = _tasks.system_task.remote(s, self.splits[s.data_key], self.models[s.model_key], vae_ref,
-                                            self.store_states)
+            gen = _tasks.system_task.options(name=_tasks.task_name(s), memory=self.memory[s.data_key]).remote(
+                s, self.splits[s.data_key], self.models[s.model_key], vae_ref, self.store_states)
             self.running[gen] = _Running(spec=s, gen=gen)
-        self.bar.update(running=len(self.running))
+        self.bar.update(running=sum(1 for r in self.running.values() if r.started is not None))
 
     def fail(self, run: _Running, first: str, full: str) -> None:
         s = run.spec
@@ -265,6 +418,9 @@ class _Execution:
         except (ray.exceptions.RayError, Exception) as exc:  # noqa: BLE001 - recorded, sweep goes on
             del self.running[gen]
             self.fail(run, *_tasks.format_exception(exc))
+            return
+        if msg["kind"] == "started":  # the task is running: its timeout counts from here
+            run.started = now
             return
         if run.started is None:
             run.started = now
@@ -309,8 +465,8 @@ class _Execution:
             raise
 
 
-def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, store_states: bool, max_in_flight: int):
-    _Execution(todo, store, outcome, bar, store_states, max_in_flight).run()
+def _execute(todo, store: ResultsStore, outcome: SweepOutcome, bar: Progress, store_states: bool, view: ClusterView):
+    _Execution(todo, store, outcome, bar, store_states, view).run()
 
 
 def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: bool, extra: dict | None = None) -> None:
@@ -332,9 +488,13 @@ def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: boo
         "node_id": summary["node_id"],
         "threads": summary["threads"],
         "max_rss_mb": summary["max_rss_mb"],
+        # Wall-clock times (time.time()) at which the system's task started and ended.
+        "started_at": summary.get("started_at"),
+        "ended_at": summary.get("ended_at"),
         "versions": summary["versions"],
         "committed_at": time.time(),
         "pid": os.getpid(),
+        "inputs": _RUN_INPUTS[s.key] if s.key in _RUN_INPUTS else s.input_files(),
         **(extra or {}),
     }
     store.write_system(identity, rows_to_table(rows), manifest)

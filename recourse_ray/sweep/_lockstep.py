@@ -32,8 +32,15 @@ recorded as failed, naming the member that raised; the sweep goes on with other 
 A lost actor (its worker or node died) reruns the cohort with fresh actors, at most
 ``MAX_COHORT_RETRIES`` times. ``timeout_s`` is per system; a cohort gets ``timeout_s * n /
 cohort_cpus`` (each system keeps the wall time it would have on a CPU of its own),
-counted from the cohort's first round-0 reply. Ctrl-C kills the actors of every cohort in
-flight; committed cohorts are kept.
+counted from the cohort's first round-0 reply, or from its admission while no member has
+replied (so a member that hangs before round 0 is cancelled too). Ctrl-C, SIGTERM and
+SIGHUP kill the actors of every cohort in flight; committed cohorts are kept.
+
+Cluster. Admission follows the cluster: its CPUs (and the in-flight limit of
+``_cluster.py``) are re-read every few seconds, so cohorts are admitted as worker nodes
+join. The first cohort is admitted even on a head without CPUs; its actors are the
+demand the autoscaler scales on. Ray task names (``lockstep round T dataset/model/
+generator/seed=S``) tell the members' calls apart in the dashboard and timeline.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from recourse_ray import spec as spec_mod
 from recourse_ray.simulation import cohort_candidates
 from recourse_ray.store import ResultsStore, StorageError
 from recourse_ray.sweep import _tasks
-from recourse_ray.sweep._driver import SweepOutcome, _cluster_cpus, _commit, _Running, _submit_setup
+from recourse_ray.sweep._cluster import ClusterView
+from recourse_ray.sweep._driver import SweepOutcome, _commit, _Running, _submit_setup
 from recourse_ray.sweep._progress import Progress
 
 __all__ = ["Cohort", "make_cohorts", "actor_cpus", "cohort_cpus_for", "cohort_timeout", "run_cohorts",
@@ -134,16 +142,17 @@ def cohort_timeout(timeout_s: float | None, n_systems: int, cohort_cpus: float) 
 
 
 class _ActorPool:
-    """Member actors of one CPU size, reused across cohorts; ``close`` kills every one."""
+    """Member actors of one CPU size (and ``memory=`` resource), reused across cohorts; ``close`` kills every one."""
 
-    def __init__(self, cpus: float) -> None:
-        self.cpus = cpus
+    def __init__(self, cpus: float, memory: int | None = None) -> None:
+        self.cpus, self.memory = cpus, memory
         self.idle: list = []
         self.live: list = []
 
     def acquire(self, n: int) -> list:
         take, self.idle = self.idle[:n], self.idle[n:]
-        fresh = [_tasks.SystemActor.options(num_cpus=self.cpus).remote() for _ in range(n - len(take))]
+        options = {"num_cpus": self.cpus} | ({"memory": self.memory} if self.memory else {})
+        fresh = [_tasks.SystemActor.options(**options).remote() for _ in range(n - len(take))]
         self.live.extend(fresh)
         return take + fresh
 
@@ -209,15 +218,17 @@ class _CohortExecution:
     """The coordinator: admits cohorts, runs their rounds in lockstep, commits or fails them."""
 
     def __init__(self, cohorts: list[Cohort], store: ResultsStore, outcome: SweepOutcome, bar: Progress, *,
-                 store_states: bool, max_in_flight: int, cohort_cpus: float | None) -> None:
+                 store_states: bool, view: ClusterView, cohort_cpus: float | None) -> None:
         self.store, self.outcome, self.bar, self.store_states = store, outcome, bar, store_states
-        self.max_in_flight = max_in_flight
-        self.cluster_cpus = _cluster_cpus()
-        self.splits, self.models, self.vaes = _submit_setup([m for c in cohorts for m in c.members])
+        self.view = view
+        # Cohort size is fixed at the start (a head without CPUs counts as one CPU);
+        # admission follows the cluster as nodes join and leave (``_fits``).
+        self.cluster_cpus = max(1.0, view.cpus)
+        self.splits, self.models, self.vaes, memory = _submit_setup([m for c in cohorts for m in c.members])
         # Every cohort of a sweep has the same size (the models x generators of the grid).
         n = max(c.n_systems for c in cohorts)
         self.cohort_cpus = cohort_cpus_for(n, self.cluster_cpus, cohort_cpus)
-        self.pool = _ActorPool(actor_cpus(self.cohort_cpus, n))
+        self.pool = _ActorPool(actor_cpus(self.cohort_cpus, n), memory=max((m for m in memory.values() if m), default=None))
         self.queue: deque[tuple[Cohort, int]] = deque((c, 0) for c in cohorts)
         self.running: list[_CohortRun] = []
         self.owner: dict = {}  # object ref -> _CohortRun
@@ -248,10 +259,12 @@ class _CohortExecution:
         used = sum(r.cpus for r in self.running)
         in_flight = sum(r.cohort.n_systems for r in self.running)
         return (used + self.cohort_cpus <= self.cluster_cpus + 1e-9
-                and in_flight + cohort.n_systems <= self.max_in_flight)
+                and in_flight + cohort.n_systems <= self.view.limit)
 
     def submit(self) -> None:
         """Admit every queued cohort that is ready and fits, in order; then release idle actors."""
+        if self.view.refresh():
+            self.cluster_cpus = max(1.0, self.view.cpus)
         waiting = deque()
         while self.queue:
             cohort, attempt = self.queue.popleft()
@@ -270,7 +283,8 @@ class _CohortExecution:
         self.running.append(run)
         for i, (s, actor) in enumerate(zip(cohort.members, run.actors)):
             vae = self.vaes.get(s.vae_key) if s.needs_vae else None
-            self._call(run, i, actor.start.remote(s, self.splits[s.data_key], self.models[s.model_key], vae))
+            self._call(run, i, actor.start.options(name=_tasks.task_name(s, "lockstep start")).remote(
+                s, self.splits[s.data_key], self.models[s.model_key], vae))
 
     def _call(self, run: _CohortRun, i: int, ref) -> None:
         run.pending[ref] = i
@@ -322,12 +336,14 @@ class _CohortExecution:
             run.t += 1
             run.phase = "advance"
             mask = cohort_candidates(run.masks)
-            for i, actor in enumerate(run.actors):
-                self._call(run, i, actor.advance.remote(run.t, mask, run.t < rounds))
+            for i, (s, actor) in enumerate(zip(run.cohort.members, run.actors)):
+                name = _tasks.task_name(s, f"lockstep round {run.t}")
+                self._call(run, i, actor.advance.options(name=name).remote(run.t, mask, run.t < rounds))
         else:
             run.phase = "finish"
             for i, (s, actor) in enumerate(zip(run.cohort.members, run.actors)):
-                self._call(run, i, actor.finish.remote(self.store_states and s.key in run.cohort.to_write))
+                self._call(run, i, actor.finish.options(name=_tasks.task_name(s, "lockstep finish")).remote(
+                    self.store_states and s.key in run.cohort.to_write))
 
     # ------------------------------------------------------------------ endings
     def commit(self, run: _CohortRun) -> None:
@@ -410,7 +426,8 @@ class _CohortExecution:
 
     def cancel_overdue(self, now: float) -> None:
         for run in list(self.running):
-            if run.timeout and run.started is not None and now - run.started > run.timeout:
+            # From the first reply, or from admission while none came (a member stuck in start).
+            if run.timeout and now - (run.admitted if run.started is None else run.started) > run.timeout:
                 s = run.cohort.members[0]
                 self.fail(run, None, (
                     f"TimeoutError: the lockstep cohort {run.cohort.label} exceeded its timeout of {run.timeout:g} s "
@@ -454,7 +471,7 @@ class _CohortExecution:
 
 
 def run_cohorts(systems: Sequence[spec_mod.SystemSpec], todo: Sequence[spec_mod.SystemSpec], store: ResultsStore,
-                outcome: SweepOutcome, bar: Progress, *, store_states: bool, max_in_flight: int,
+                outcome: SweepOutcome, bar: Progress, *, store_states: bool, view: ClusterView,
                 cohort_cpus: float | None = None) -> None:
     """Run the cohorts of ``systems`` that have a member in ``todo`` (Ray must be connected).
 
@@ -462,10 +479,11 @@ def run_cohorts(systems: Sequence[spec_mod.SystemSpec], todo: Sequence[spec_mod.
         systems: every system of the sweep. todo: the systems to run (``plan``).
         store / outcome / bar: where results, the tally and progress go.
         store_states: also store each system's final state.
-        max_in_flight: systems in flight at most (at least one whole cohort runs).
+        view: the cluster's CPUs and the in-flight limit (``_cluster.py``), re-read as nodes
+            join and leave; at least one whole cohort runs.
         cohort_cpus: CPUs per cohort (default: min(systems per cohort, cluster CPUs)).
     """
     cohorts = make_cohorts(systems, todo, store.committed_keys())
     if cohorts:
-        _CohortExecution(cohorts, store, outcome, bar, store_states=store_states, max_in_flight=max_in_flight,
+        _CohortExecution(cohorts, store, outcome, bar, store_states=store_states, view=view,
                          cohort_cpus=cohort_cpus).run()

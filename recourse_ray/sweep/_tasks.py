@@ -20,7 +20,39 @@ import traceback
 import ray
 
 __all__ = ["pretrain_task", "vae_task", "system_task", "CohortMember", "SystemActor", "versions", "pin_threads",
-           "format_exception"]
+           "format_exception", "task_name", "memory_bytes", "BASE_MEMORY_MB", "MEMORY_PER_VALUE_BYTES"]
+
+#: Peak RSS of a worker running one system before its data counts (torch, numba, Ray's
+#: worker), measured at 431-437 MB on ``overlapping`` with 200 to 10,000 rows (Linux,
+#: torch 2.13 CPU); rounded up.
+BASE_MEMORY_MB = 512
+#: Extra peak RSS per value of the split (rows x features): measured 18 MB for 10,000 x 2
+#: (about 900 bytes a value: copies in the search, retraining and metric batches); rounded up.
+MEMORY_PER_VALUE_BYTES = 1024
+
+
+def memory_bytes(n_rows: int, n_features: int) -> int | None:
+    """Ray ``memory=`` resource of one system (or pretraining) task on a split of that size.
+
+    Declared so that Ray does not place more tasks on a node than its RAM holds
+    (``BASE_MEMORY_MB + MEMORY_PER_VALUE_BYTES x rows x features``, whole MiB).
+
+    Ray's autoscaler places such a task only on a node type that advertises ``memory``
+    (the AWS provider fills it in from the instance type; hand-written node types must
+    declare it): ``RECOURSE_RAY_TASK_MEMORY=0`` leaves the resource out (returns None).
+
+    Args:
+        n_rows: rows of the split (train + test). n_features: its features.
+    """
+    if os.environ.get("RECOURSE_RAY_TASK_MEMORY", "1").strip() in ("0", "off", "false"):
+        return None
+    extra = MEMORY_PER_VALUE_BYTES * max(0, int(n_rows)) * max(1, int(n_features))
+    return (BASE_MEMORY_MB + -(-extra // 2**20)) * 2**20
+
+
+def task_name(spec, what: str = "system") -> str:
+    """The Ray task name of a system's task: what the dashboard, ``ray list tasks`` and the timeline show."""
+    return f"{what} {spec.dataset}/{spec.model}/{spec.generator}/seed={spec.seed}"
 
 
 def pin_threads() -> int:
@@ -133,14 +165,21 @@ def _summary(system, *, seconds: float, pretrained, vae_out, threads: int, store
 
 
 def _run_system(spec, split, pretrained, vae_out, store_state: bool):
-    """Body of the system task (a plain generator, callable without Ray)."""
+    """Body of the system task (a plain generator, callable without Ray).
+
+    The first message says that the task started (the driver's timeout clock starts
+    there, so a system that hangs before its first round is still cancelled).
+    """
+    started_at = time.time()
+    yield {"kind": "started", "time": started_at, "node_id": _node_id(), "pid": os.getpid()}
     threads = pin_threads()
     start = time.perf_counter()
     system = _build_system(spec, split, pretrained, vae_out)
     for out in system.run():
         yield {"kind": "round", "round": out.round, "rows": out.rows}
-    yield _summary(system, seconds=time.perf_counter() - start, pretrained=pretrained, vae_out=vae_out,
-                   threads=threads, store_state=store_state)
+    summary = _summary(system, seconds=time.perf_counter() - start, pretrained=pretrained, vae_out=vae_out,
+                       threads=threads, store_state=store_state)
+    yield {**summary, "started_at": started_at, "ended_at": time.time()}
 
 
 class CohortMember:
@@ -168,6 +207,7 @@ class CohortMember:
             {"rows": round-0 rows, "candidates": (n_train,) bool, "pid": worker process}.
         """
         self._clock = (time.perf_counter(), time.process_time())
+        self._started_at = time.time()
         # Only the setup's timings are kept: the model and VAE are cloned into the system.
         self._setup = ({"seconds": pretrained["seconds"]}, None if vae_out is None else {"seconds": vae_out["seconds"]})
         self.system = _build_system(spec, split, pretrained, vae_out)
@@ -192,6 +232,7 @@ class CohortMember:
         summary = _summary(self.system, seconds=time.perf_counter() - wall0, pretrained=pretrained, vae_out=vae_out,
                            threads=1, store_state=store_state)
         summary["cpu_s"] = time.process_time() - cpu0
+        summary["started_at"], summary["ended_at"] = self._started_at, time.time()
         self.system = self._setup = None
         return summary
 
