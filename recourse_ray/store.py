@@ -547,6 +547,22 @@ class ResultsStore:
         return self.scan_rows().collect()
 
 
+def _owner_is_dead(owner: Mapping) -> bool:
+    """Whether a lock's owner was a process on this host that no longer runs (its lock is stale at once).
+
+    Owners on other hosts cannot be checked from here; their locks go stale by age.
+    """
+    if str(owner.get("host")) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, KeyError, TypeError, OverflowError):
+        return False
+    return False
+
+
 class _Lock:
     """The single-writer lock of a results directory (``ResultsStore.lock``)."""
 
@@ -634,7 +650,8 @@ class _Lock:
         if store._exists(path):
             raw = store._read_bytes(LOCK_FILE)
             try:
-                fresh = time.time() - float(json.loads(raw)["time"]) < LOCK_STALE_S
+                owner = json.loads(raw)
+                fresh = time.time() - float(owner["time"]) < LOCK_STALE_S and not _owner_is_dead(owner)
             except (ValueError, KeyError, TypeError):
                 fresh = True
             if fresh:

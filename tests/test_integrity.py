@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -205,6 +206,18 @@ def test_object_store_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_p
                                                             "time": time.time() - 3600}))
     with other.lock() as lock:  # not refreshed for an hour: its writer is gone
         assert json.loads((tmp_path / "integ" / LOCK_FILE).read_text())["token"] == lock.token
+    # A fresh lock of a process on this host that has exited (a killed run) is stale at once.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "integ" / LOCK_FILE).write_text(json.dumps({"token": "killed", "host": socket.gethostname(),
+                                                            "pid": gone.pid, "time": time.time()}))
+    with other.lock() as lock:
+        assert json.loads((tmp_path / "integ" / LOCK_FILE).read_text())["token"] == lock.token
+    # ... but a fresh lock of a live process on this host is not.
+    (tmp_path / "integ" / LOCK_FILE).write_text(json.dumps({"token": "alive", "host": socket.gethostname(),
+                                                            "pid": os.getpid(), "time": time.time()}))
+    with pytest.raises(LockHeld, match="in use by another run"):
+        other.lock().__enter__()
 
 
 # --------------------------------------------------------------------------- 5. --force
