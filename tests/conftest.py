@@ -81,3 +81,17 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def _one_thread():
+    """One torch thread for a module of tiny-tensor tests (``pytestmark = pytest.mark.usefixtures("_one_thread")``).
+
+    Extra threads only add contention on the shared 2-core test machine.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

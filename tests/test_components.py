@@ -52,13 +52,8 @@ def _examples_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO_ROOT))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors: extra threads only add contention on the shared test machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one torch thread (tests/conftest.py), extra threads only add contention.
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -38,12 +38,8 @@ engine = sys.modules["recourse_ray.generators.engine"]
 MMD_METRICS = ("domain_mmd", "domain_mmd_negative", "model_mmd", "model_mmd_grid")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one torch thread (tests/conftest.py), extra threads only add contention.
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 # ---------------------------------------------------------------------- a plain MMD test

@@ -35,13 +35,8 @@ LATENT = {"revise", "clue"}
 THRESHOLD_PRESETS = {"generic", "wachter", "dice", "greedy", "revise", "clue"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors: extra threads only add contention on the shared test machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one torch thread (tests/conftest.py), extra threads only add contention.
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 @pytest.fixture(scope="module")

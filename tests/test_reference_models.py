@@ -30,12 +30,8 @@ CLASSIFIER_BACKENDS = ["torch", pytest.param("fused", marks=needs_numba)]
 VAE_BACKENDS = ["torch", pytest.param("fused", marks=needs_vae_kernel)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one torch thread (tests/conftest.py), extra threads only add contention.
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 def blobs(n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,12 +29,8 @@ needs_numba = pytest.mark.skipif(not _fused_vae.AVAILABLE, reason=f"numba unavai
 BACKENDS = ["torch", pytest.param("fused", marks=needs_numba)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one torch thread (tests/conftest.py), extra threads only add contention.
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 @pytest.fixture(scope="module")
