@@ -136,3 +136,15 @@ def test_shipped_sweeps_validate(path):
     needs_data = bool(tabular & set(presets.values()))
     s = spec.load(path, check_data=not needs_data)
     assert len(s.systems()) >= 1
+
+
+REFERENCE_DATA = ROOT.parent / "shared" / "reference" / "ard-v0.1.0" / "overlapping_data.csv"
+
+
+@pytest.mark.skipif(not REFERENCE_DATA.exists(), reason="the reference's data (../shared/reference) is absent")
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps" / "reference").glob("*.yaml")), ids=lambda p: p.name)
+def test_reference_sweeps_validate_on_the_reference_data(path):
+    s = spec.load(path)
+    systems = s.systems()
+    assert len(systems) == 60 and {x.dataset_options["split_column"] for x in systems} == {"split"}
+    assert (s.simulation.selection == "lockstep") == (s.protocol.name == "ard-0.1.0")
