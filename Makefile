@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml
 # The main job: the quickstart sweep on an embedded local Ray, then its report.
 run: setup
 	$(BIN)/recourse-ray run sweeps/quickstart.yaml --results results --store-states
-	$(BIN)/recourse-ray report results/quickstart -o reports/quickstart
+	$(BIN)/recourse-ray report results/quickstart -o results/quickstart-report
 
 report: setup
-	$(BIN)/recourse-ray report results/quickstart -o reports/quickstart
+	$(BIN)/recourse-ray report results/quickstart -o results/quickstart-report
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q
