@@ -443,12 +443,15 @@ def plain_search(gen, model, X: np.ndarray, seeds, K: int):
         loss = sum(term.weight * term.value(batch, {}).sum() for term in live)
         (grad,) = torch.autograd.grad(loss, s)
         with torch.no_grad():
+            proposed = gen.step_rule.step(grad, {})[0]
             if gen.skip_valid_factuals and t == 0:
                 stopped = torch.zeros(m, dtype=torch.bool)
             else:
                 stopped = gen.convergence.before_step(batch.proba, gen.decision_threshold)
+                if hasattr(gen.convergence, "stop_on_step"):  # stop instead of taking the proposed step
+                    stopped = stopped | gen.convergence.stop_on_step(batch.proba, proposed, gen.decision_threshold)
             moving = ~stopped
-            delta = gen.step_rule.step(grad, {})[0] * moving[:, None, None].to(grad.dtype)
+            delta = proposed * moving[:, None, None].to(grad.dtype)
             stopped = stopped | (gen.convergence.after_step(delta) & moving)
             states[idx] += delta
             iterations[idx] += moving.to(torch.int64)

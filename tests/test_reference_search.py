@@ -415,7 +415,7 @@ def test_latent_valid_factuals_are_returned_as_perturbed_factuals(setup):
 
 def test_latent_valid_factuals_option_keeps_defaults_and_descriptions():
     assert LatentSpace() == LatentSpace(valid_factuals="encode", factual_noise=0.0)
-    assert G.create("revise").to_dict()["space"] == {"kind": "latent"}
+    assert G.create("revise", space="latent").to_dict()["space"] == {"kind": "latent"}
     gen = G.create("revise", space={"kind": "latent", "valid_factuals": "factual", "factual_noise": 0.1})
     assert gen.to_dict()["space"] == {"kind": "latent", "factual_noise": 0.1, "valid_factuals": "factual"}
     assert Generator.from_dict(json.loads(json.dumps(gen.to_dict()))) == gen
@@ -461,7 +461,9 @@ def test_each_option_alone_is_batch_independent(mechanism, setup):
 # ---------------------------------------------------------------------- descriptions and settings
 def test_defaults_keep_their_descriptions():
     assert G.create("greedy").to_dict()["step_rule"] == {"kind": "greedy", "max_changes": 10, "step_size": 0.1}
-    assert G.create("revise").to_dict()["space"] == {"kind": "latent"}
+    # The latent presets start from a sample of q(z|x) (December 2026); "latent" alone keeps the mean.
+    assert G.create("revise").to_dict()["space"] == {"kind": "latent", "start": "sample"}
+    assert G.create("revise", space="latent").to_dict()["space"] == {"kind": "latent"}
     dice = G.create("dice").to_dict()
     assert dice["terms"] == [{"kind": "validity", "weight": 1.0}, {"kind": "distance", "weight": 0.1},
                              {"kind": "diversity", "jitter": 1e-5, "weight": 1.0}]

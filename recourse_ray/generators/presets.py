@@ -297,13 +297,15 @@ register(
     "greedy",
     _feature_generator("greedy", Validity(), step_rule=Greedy(step_size=0.1, max_changes=10)),
 )
+# Latent-space presets start every state at its own sample of q(z|x), as the reference's
+# search did (SPEC §0); ``space="latent"`` alone keeps the encoder mean.
 register(
     "revise",
-    _feature_generator("revise", Validity(), L2Distance(weight=0.1), space=LatentSpace()),
+    _feature_generator("revise", Validity(), L2Distance(weight=0.1), space=LatentSpace(start="sample")),
 )
 register(
     "clue",
-    _feature_generator("clue", PredictiveEntropy(), L2Distance(weight=0.1), space=LatentSpace()),
+    _feature_generator("clue", PredictiveEntropy(), L2Distance(weight=0.1), space=LatentSpace(start="sample")),
 )
 register(
     "claproar",

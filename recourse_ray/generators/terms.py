@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recourse_ray._config import check_int, check_real, param_message
+from recourse_ray._config import check_int, check_real, is_real, param_message
 from recourse_ray._registry import Registry
 from recourse_ray.generators._components import added_option, raise_problems
 from recourse_ray.generators._norm import safe_norm
@@ -272,13 +272,41 @@ class ClassifierLoss(Term):
 
     Binary cross-entropy averaged over the members of an ensemble (each member's own
     logit), as the reference computes it; for a single model it equals ``validity``.
+    Like the reference (ClaPROAR's ``h``: ``all(target_probs .>= 0.5)``), the penalty is
+    switched on for an individual only at iterations where all its K states are
+    predicted as the target class, ``p(y*) >= gate``: until then the search is
+    ``generic``'s; once there, the penalty pulls the states further into the target
+    class, away from the boundary. The gate is a constant of the iteration (no gradient
+    flows through it).
+
+    Attributes:
+        gate: the probability every state of an individual must reach for the penalty to
+            apply, in (0, 1); None applies it from the first step (this project's rule
+            before December 2026).
     """
 
     name: ClassVar[str] = "classifier_loss"
     weight: float = 5.0
+    gate: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gate is not None and is_real(self.gate):
+            object.__setattr__(self, "gate", float(self.gate))
+
+    def problems(self) -> list[str]:
+        """The weight's and the gate's problems."""
+        msg = None
+        if self.gate is not None:
+            msg = check_real(self.gate, "gate", f"the {self.name!r} term", 0, 1, low_open=True, high_open=True)
+        return super().problems() + ([msg] if msg else [])
 
     def value(self, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.softplus(-batch.member_logits).mean(dim=0)
+        loss = F.softplus(-batch.member_logits).mean(dim=0)  # (m, K)
+        if self.gate is None:
+            return loss
+        inside = (batch.proba.detach() >= self.gate).all(dim=1, keepdim=True)  # (m, 1)
+        return torch.where(inside, loss, torch.zeros_like(loss))
 
 
 @register_term
