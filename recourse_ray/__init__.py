@@ -8,6 +8,7 @@ Layers (each a subpackage): ``data`` and ``models`` -> ``generators`` and ``metr
 """
 
 from recourse_ray import data, generators, metrics, models
+from recourse_ray.constraints import Constraints
 from recourse_ray._api import SimulationResult, plot_system, simulate
 from recourse_ray._sweep_api import build_report, load_results, run_sweep
 
@@ -17,6 +18,7 @@ __all__ = [
     "models",
     "generators",
     "metrics",
+    "Constraints",
     "simulate",
     "plot_system",
     "SimulationResult",

@@ -100,6 +100,7 @@ def simulate(
     model_options: dict | None = None,
     generator_options: dict | None = None,
     protocol: str | dict | None = None,
+    constraints: Any = None,
     **settings,
 ) -> SimulationResult:
     """Simulate one recourse system for ``rounds`` rounds (SPEC §2) and return its metrics.
@@ -119,6 +120,10 @@ def simulate(
         protocol: a protocol name (``"ard-0.1.0"``) or ``{"name": ..., "without": [...]}``
             (``recourse_ray.protocols``): its settings under the ones given here. One
             system is a cohort of one, so ``lockstep`` selection equals its own.
+        constraints: actionability constraints of the dataset's counterfactuals, a
+            ``recourse_ray.constraints.Constraints`` or its mapping (``{"immutable": ["SEX"],
+            "bounds": {"LIMIT_BAL": [10000, None]}}``, docs/constraints.md); None: only
+            the dataset's own one-hot groups. Checked against the data before anything runs.
         **settings: fields of ``SimulationSettings`` (recourse_share, n_counterfactuals,
             evaluate_every, retrain_epochs, retrain_batch_size, ...).
 
@@ -150,7 +155,8 @@ def simulate(
         model_options = protocols_mod.deep_merge(proto.model_params(model), model_options or {})
     gen_name = generator if isinstance(generator, str) else getattr(generator, "name", type(generator).__name__)
     dname = dataset if isinstance(dataset, str) else dataset.name
-    train, test = prepare_data(dataset, setup_seed=0, sweep_seed=sweep_seed, settings=setup_s, options=dataset_options)
+    train, test = prepare_data(dataset, setup_seed=0, sweep_seed=sweep_seed, settings=setup_s, options=dataset_options,
+                               constraints=constraints)
     if isinstance(model, str):
         mname = model
         clf = pretrain_model(model, train, setup_seed=0, sweep_seed=sweep_seed, settings=setup_s, options=model_options, dataset_name=dname)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from recourse_ray import generators as gen_mod
 from recourse_ray import metrics as metrics_mod
 from recourse_ray import models as models_mod
 from recourse_ray._rng import make_rng
+from recourse_ray.constraints import Constraints
 from recourse_ray.settings import SetupSettings, SimulationSettings
 from recourse_ray.store import identity_row
 
@@ -36,6 +37,8 @@ __all__ = [
     "RecourseSystem",
     "SimulationDiverged",
     "prepare_data",
+    "attach_constraints",
+    "bind_constraints",
     "select_from",
     "cohort_candidates",
     "pretrain_model",
@@ -96,14 +99,52 @@ def prepare_data(
     sweep_seed: int = 0,
     settings: SetupSettings = SetupSettings(),
     options: dict | None = None,
+    constraints: Constraints | dict | None = None,
 ) -> tuple[data_mod.Dataset, data_mod.Dataset]:
-    """Load (or take) a dataset and split it into (train, test) deterministically."""
+    """Load (or take) a dataset and split it into (train, test) deterministically.
+
+    Args:
+        options: the loader's options; a ``constraints`` entry (a sweep file's
+            ``datasets.<name>.constraints`` block) is taken out and attached.
+        constraints: a :class:`~recourse_ray.constraints.Constraints` (or its mapping)
+            for the dataset's counterfactuals; wins over one in ``options``.
+
+    Returns:
+        (train, test), each carrying the constraints (``Dataset.constraints``).
+
+    Raises:
+        ValueError: for constraints that do not fit the dataset's columns or that the
+            loaded data already violate (every problem at once).
+    """
     name = dataset if isinstance(dataset, str) else dataset.name
+    options = dict(options or {})
+    raw = options.pop("constraints", None) if constraints is None else constraints
     if isinstance(dataset, str):
         dataset = data_mod.load(
-            dataset, seed=make_rng("data", sweep_seed, name, setup_seed), n_samples=settings.n_samples, **(options or {})
+            dataset, seed=make_rng("data", sweep_seed, name, setup_seed), n_samples=settings.n_samples, **options
         )
+    if raw is not None:
+        dataset = attach_constraints(dataset, raw)
     return dataset.split(settings.test_size, seed=make_rng("split", sweep_seed, name, setup_seed))
+
+
+def attach_constraints(dataset: data_mod.Dataset, constraints: Constraints | dict) -> data_mod.Dataset:
+    """``dataset`` carrying ``constraints``, checked against its columns and rows (raw units).
+
+    Raises:
+        ValueError: listing every problem of the block, its columns and the data.
+    """
+    built = constraints if isinstance(constraints, Constraints) else Constraints.from_dict(constraints)
+    built.bind(dataset)  # raises with every problem; the split is bound again in its own units
+    return replace(dataset, constraints=built)
+
+
+def bind_constraints(train: data_mod.Dataset):
+    """The :class:`~recourse_ray.constraints.Feasibility` of a training split, or None when nothing applies.
+
+    A dataset without declared constraints still has its one-hot groups kept one-hot.
+    """
+    return (train.constraints or Constraints()).bind(train)
 
 
 def pretrain_model(
@@ -257,6 +298,7 @@ class RecourseSystem:
         self.settings = settings
         self.metric_settings = metric_settings or metrics_mod.MetricSettings()
         self.vae = vae
+        self.feasibility = bind_constraints(train)
         self.X = train.X.copy()
         self.y = train.y.copy()
         self.received = np.zeros(len(self.y), dtype=bool)
@@ -344,6 +386,8 @@ class RecourseSystem:
                 vae=self.vae,
                 # Only off the CPU: a user's generator need not know about devices.
                 **({} if str(s.device) == "cpu" else {"device": s.device}),
+                # Only with constraints: a user's generator need not know about them.
+                **({} if self.feasibility is None else {"constraints": self.feasibility}),
             )
             rows = np.arange(selected.size)
             applied_cf = result.counterfactuals[rows, choice]
@@ -362,6 +406,8 @@ class RecourseSystem:
                     "cost": float(result.cost[rows, choice][ok].mean()),
                     "iterations": float(result.iterations[ok].mean()),
                 }
+            if self.feasibility is not None:
+                stats.update(self._feasibility_stats(result, factuals, applied_cf, ok))
             skipped = int((~result.finite[rows, choice]).sum())
             if skipped:
                 logger.warning("Round %d: %d non-finite counterfactual(s) not applied.", t, skipped)
@@ -393,6 +439,18 @@ class RecourseSystem:
         self.timings["retrain"] += time.perf_counter() - start
         return stats
 
+    def _feasibility_stats(self, result, factuals: np.ndarray, applied: np.ndarray, ok: np.ndarray) -> dict:
+        """The round's constraint measures: violations among the implemented, and who had no feasible valid option."""
+        feas = self.feasibility
+        violated = feas.violations(applied[ok], factuals[ok]) if ok.any() else np.zeros(0, bool)
+        if violated.any():
+            logger.error("%d implemented counterfactual(s) violate the constraints.", int(violated.sum()))
+        feasible = result.valid & result.finite & ~feas.violations(result.counterfactuals, factuals)
+        return {
+            "constraint_violation_share": float(violated.mean()) if violated.size else np.nan,
+            "no_feasible_share": float((~feasible.any(axis=1)).mean()),
+        }
+
     def evaluate(self, t: int, stats: dict | None) -> list[dict]:
         """Metric rows for round ``t`` (SPEC §6), plus cumulative phase timings."""
         start = time.perf_counter()
@@ -408,6 +466,7 @@ class RecourseSystem:
                 share_recourse=share,
                 n_chosen=int(self.chosen.sum()) if reference else None,
                 round_benchmarks=tuple(self.round_benchmarks) if reference else (),
+                **self._constraint_measures(stats),
             )
         ms = self.metric_settings
         grid = self.grid
@@ -444,6 +503,12 @@ class RecourseSystem:
         for phase, seconds in self.timings.items():
             rows.append({"round": t, "metric": f"time_{phase}_s", "scope": "timing", "value": seconds, "p_value": None})
         return rows
+
+    def _constraint_measures(self, stats: dict) -> dict:
+        """The RecourseStats fields of the constraint measures: none without constraints."""
+        if self.feasibility is None:
+            return {}
+        return {k: stats.get(k, np.nan) for k in ("constraint_violation_share", "no_feasible_share")}
 
     def _vae_rows(self, t: int) -> list[dict]:
         """The VAE's state after its last fit: reconstruction error and whether it collapsed.

@@ -37,6 +37,7 @@ from recourse_ray import models as models_mod
 from recourse_ray import protocols as protocols_mod
 from recourse_ray._config import INT64_MAX, INT64_MIN, build_settings, is_int, is_real, settings_dict, short_repr
 from recourse_ray._registry import import_object, is_import_path, suggest, user_error
+from recourse_ray.constraints import Constraints
 from recourse_ray.settings import EXECUTION_ONLY, SetupSettings, SimulationSettings
 from recourse_ray.store import identity_row
 
@@ -335,7 +336,9 @@ def _data_file(preset: str, options: Mapping) -> Path | None:
         return tabular.resolve_path(options["path"])
     if preset in tabular.FILES:
         return data_mod.get_data_dir() / tabular.FILES[preset]
-    return None
+    from recourse_ray.data import sources
+
+    return sources.data_file(preset)  # the published synthetic sets (study_*), None for generated data
 
 
 def _file_sha256(path: str) -> str | None:
@@ -526,6 +529,15 @@ def _check_dataset(name: str, body: dict, base_dir: Path, problems: list[str]) -
             problems.append(f"Dataset '{name}': the CSV file {str(path)!r} does not exist.")
             return body
         body["path"] = str(path)
+    if "constraints" in body:
+        # Canonical form, so that equal constraints key equally; none at all leaves the
+        # dataset's options (and so every system key) as they were without the block.
+        built, errors = Constraints.parse(body["constraints"], f"datasets.{name}.constraints")
+        problems.extend(f"Dataset '{name}': {e}" for e in errors)
+        if built is None or built.is_empty:
+            body.pop("constraints")
+        else:
+            body["constraints"] = built.to_dict()
     if "search" in body and not isinstance(body["search"], dict):
         problems.append(f"Dataset '{name}': 'search' must be a mapping of generator overrides.")
         body.pop("search")
@@ -545,15 +557,22 @@ def _load_dataset_probe(name: str, body: dict, setup: SetupSettings, problems: l
     ``setup.n_samples`` fails before the results folder exists.
     """
     options = {k: v for k, v in body.items() if k not in DATASET_SECTIONS}
+    constraints = options.pop("constraints", None)
     if body["preset"] in SYNTHETIC:
         size = {"n_samples": 20}
     else:
         n_samples = replace(setup, **body.get("setup", {})).n_samples if isinstance(body.get("setup", {}), dict) else None
         size = {} if n_samples is None else {"n_samples": n_samples}
     try:
-        data_mod.load(body["preset"], seed=0, **size, **options)
+        dataset = data_mod.load(body["preset"], seed=0, **size, **options)
     except _USER_ERRORS as exc:
         problems.append(f"Dataset '{name}': {_failure(body['preset'], exc)}")
+        return
+    if constraints is not None:
+        try:
+            Constraints.from_dict(constraints).bind(dataset)
+        except ValueError as exc:
+            problems.append(f"Dataset '{name}': {exc}")
 
 
 # ---------------------------------------------------------------------- grid

@@ -14,6 +14,7 @@ import numpy as np
 
 from recourse_ray._config import check_real
 from recourse_ray._rng import as_rng
+from recourse_ray.constraints import Constraints
 
 __all__ = ["Dataset", "Standardizer"]
 
@@ -65,6 +66,13 @@ class Dataset:
             ``split`` draws a stratified random split.
         standardizer: the z-scoring fitted by ``split`` (None before splitting or when
             not standardised).
+        one_hot_groups: the one-hot groups of the columns, each a tuple of feature names
+            (one categorical column encoded one-hot; ``load_csv`` declares one per
+            ``categorical`` column). Searches keep them one-hot unless the constraints
+            say otherwise (``recourse_ray.constraints``). Default: none.
+        constraints: the actionability constraints of this dataset's counterfactuals
+            (:class:`~recourse_ray.constraints.Constraints`); None: none declared (the
+            one-hot groups still apply).
     """
 
     X: np.ndarray
@@ -76,6 +84,8 @@ class Dataset:
     source: str = ""
     given_test: np.ndarray | None = field(default=None, compare=False)
     standardizer: Standardizer | None = field(default=None, compare=False)
+    one_hot_groups: tuple[tuple[str, ...], ...] = ()
+    constraints: Constraints | None = None
 
     def __post_init__(self) -> None:
         X = np.ascontiguousarray(self.X, dtype=np.float32)
@@ -96,8 +106,15 @@ class Dataset:
             problems.append(
                 f"given_test must be a bool array with one entry per row; got {given_test.dtype} of shape {given_test.shape}"
             )
+        groups = tuple(tuple(str(c) for c in g) for g in self.one_hot_groups)
+        unknown = sorted({c for g in groups for c in g} - set(self.feature_names))
+        if unknown:
+            problems.append(f"one_hot_groups names columns that are not features: {', '.join(map(repr, unknown[:10]))}")
+        if self.constraints is not None and not isinstance(self.constraints, Constraints):
+            problems.append(f"constraints must be a Constraints or None; got {type(self.constraints).__name__}")
         if problems:
             raise ValueError(f"Invalid dataset {self.name!r}: " + "; ".join(problems) + ".")
+        object.__setattr__(self, "one_hot_groups", groups)
         continuous = (
             np.ones(X.shape[1], dtype=bool) if self.continuous is None else np.asarray(self.continuous, dtype=bool)
         )

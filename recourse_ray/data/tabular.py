@@ -405,23 +405,31 @@ def _labels(
 
 def _encode_features(
     cells: _Cells, features: list[str], categorical: tuple[str, ...]
-) -> tuple[np.ndarray, list[str], list[bool]]:
-    """(X (n_rows, n_features), feature names, continuous flags): numeric columns as they are, categorical one-hot."""
+) -> tuple[np.ndarray, list[str], list[bool], list[tuple[str, ...]]]:
+    """(X (n_rows, n_features), feature names, continuous flags, one-hot groups).
+
+    Numeric columns stay as they are; each categorical column becomes one-hot columns,
+    which form one group (a column with a single value seen is one column, no group).
+    """
     blocks: list[np.ndarray] = []
     feature_names: list[str] = []
     continuous: list[bool] = []
+    groups: list[tuple[str, ...]] = []
     for col in features:
         if col in categorical:
             # Numeric codes sort as numbers (2 before 10), text as text.
             onehot, categories = _one_hot(cells.values(col))
             blocks.append(onehot)
-            feature_names.extend(f"{col}={_category_label(v)}" for v in categories)
+            names = [f"{col}={_category_label(v)}" for v in categories]
+            feature_names.extend(names)
             continuous.extend([False] * len(categories))
+            if len(names) > 1:
+                groups.append(tuple(names))
         else:
             blocks.append(cells.numbers[col].to_numpy().reshape(-1, 1))
             feature_names.append(col)
             continuous.append(True)
-    return np.concatenate(blocks, axis=1), feature_names, continuous
+    return np.concatenate(blocks, axis=1), feature_names, continuous, groups
 
 
 def _some(names: list[str], limit: int = 10) -> str:
@@ -570,8 +578,10 @@ def load_csv(
 
     Returns:
         Dataset with X (n_rows, n_features) float32, y (n_rows,) in {0, 1},
-        ``continuous`` False for one-hot columns, ``standardize`` as given and
-        ``given_test`` (n_rows,) bool with ``split_column`` (else None).
+        ``continuous`` False for one-hot columns, ``one_hot_groups`` one group per
+        categorical column (searches keep each group one-hot, docs/constraints.md),
+        ``standardize`` as given and ``given_test`` (n_rows,) bool with
+        ``split_column`` (else None).
 
     Raises:
         ValueError: listing every problem found: missing or empty file, unknown target,
@@ -614,7 +624,7 @@ def load_csv(
     if given_test is not None and kept is not None:
         given_test = given_test[kept]
     y = _labels(cells, target, positive=positive, threshold=threshold, flip=flip, problems=problems)
-    X, feature_names, continuous = _encode_features(cells, features, cat_cols)
+    X, feature_names, continuous, groups = _encode_features(cells, features, cat_cols)
     _check_features(X, feature_names, max_features, problems)
     problems.raise_if_any(name, file)
 
@@ -634,6 +644,7 @@ def load_csv(
         standardize=bool(standardize),
         source=str(file) if source is None else source,
         given_test=None if given_test is None else given_test[rows],
+        one_hot_groups=tuple(groups),
     )
 
 
@@ -681,7 +692,8 @@ def california_housing(*, seed: int | np.random.Generator, n_samples: int | None
 def credit_default(*, seed: int | np.random.Generator, n_samples: int | None = None, **options: Any) -> Dataset:
     """UCI credit card default (Yeh & Lien 2009), flipped so that y = 1 means *no* default.
 
-    ``ID`` is dropped; SEX, EDUCATION and MARRIAGE are one-hot encoded (``"SEX=2"`` ...).
+    ``ID`` is dropped; SEX, EDUCATION and MARRIAGE are one-hot encoded (``"SEX=2"`` ...),
+    each one a one-hot group that counterfactuals keep one-hot (the study's groups).
     Balanced by undersampling (23,364 / 6,636 in the file); the study uses ``n_samples=5000``.
     """
     return _named(

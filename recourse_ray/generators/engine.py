@@ -167,6 +167,10 @@ class _Search:
         iterations: (n,) int64 steps taken.
         path: feature-space points after every iteration, when requested.
         n_active: ``active.sum()``, kept as an int to skip the gather while all search.
+        feasibility: the constraints' :class:`~recourse_ray.constraints.Feasibility`, or None.
+        aligned: whether the space's states are an increasing elementwise map of the points
+            (it has ``from_features``): then the states themselves are projected after every
+            step and the gradient is masked; otherwise (latent) the decoded points are.
     """
 
     space: Any
@@ -177,6 +181,8 @@ class _Search:
     iterations: torch.Tensor
     path: list[np.ndarray] | None
     n_active: int
+    feasibility: Any = None
+    aligned: bool = False
 
 
 @dataclass(eq=False)
@@ -511,6 +517,7 @@ class Generator:
         vae: Any = None,
         return_path: bool = False,
         device: str | torch.device | None = None,
+        constraints: Any = None,
     ) -> SearchResult:
         """Search ``n_counterfactuals`` counterfactuals for every factual, all at once.
 
@@ -528,15 +535,22 @@ class Generator:
             device: torch device to search on (None or ``"cpu"``: the default CPU path).
                 On another device the search runs on copies of the model and VAE moved
                 there (the objects passed in are not changed); results are numpy on CPU.
+            constraints: actionability constraints (docs/constraints.md): a
+                :class:`~recourse_ray.constraints.Feasibility` (``Constraints.bind(dataset)``),
+                or a :class:`~recourse_ray.constraints.Constraints` when ``data`` is the
+                Dataset to bind it to; None: none. Every returned counterfactual is then
+                feasible: the search projects its points after every step, and
+                ``proba``, ``valid`` and ``cost`` are those of the projected points.
 
         Returns:
             A :class:`SearchResult`.
 
         Raises:
-            ValueError: for malformed factuals, seeds, data, a missing VAE or data.
+            ValueError: for malformed factuals, seeds, data, a missing VAE or data,
+                constraints of another width or factuals that violate them.
         """
         dev = search_device(device)
-        problem = self._problem(model, factuals, n_counterfactuals, seeds, data, vae)
+        problem = self._problem(model, factuals, n_counterfactuals, seeds, data, vae, constraints)
         if dev is not None:
             model = on_device(model, dev, "model")
             if vae is not None:
@@ -551,7 +565,9 @@ class Generator:
         return self._result(run, model, vae, problem)
 
     # -------------------------------------------------------------- search: arguments
-    def _problem(self, model: Any, factuals: Any, n_counterfactuals: Any, seeds: Any, data: Any, vae: Any) -> Problem:
+    def _problem(
+        self, model: Any, factuals: Any, n_counterfactuals: Any, seeds: Any, data: Any, vae: Any, constraints: Any = None
+    ) -> Problem:
         """Validate the arguments of :meth:`search`, reporting every problem at once."""
         X = np.asarray(factuals)
         problems = _factual_problems(X, getattr(model, "input_dim", None))
@@ -566,6 +582,10 @@ class Generator:
             problems += data_problems
         if self.needs_vae:
             problems += self._vae_problems(vae, X)
+        feasibility = None
+        if constraints is not None:
+            feasibility, constraint_problems = _feasibility(constraints, data, X)
+            problems += constraint_problems
         if problems:
             body = "; ".join(p.rstrip(".") for p in problems)
             raise ValueError(f"Invalid arguments to search with generator {self.name!r}: {body}.")
@@ -577,6 +597,7 @@ class Generator:
             data_y=data_y,
             vae=vae,
             max_iterations=self.max_iterations,
+            constraints=feasibility,
         )
 
     def _data(self, data: Any, X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
@@ -614,6 +635,11 @@ class Generator:
         space = bind(problem) if callable(bind) else self.space
         with torch.no_grad():
             states = space.initial_states(problem).detach().clone()
+        feasibility = problem.constraints
+        aligned = callable(getattr(space, "from_features", None))
+        if feasibility is not None and aligned:
+            with torch.no_grad():
+                states = _project_states(space, states, problem.factuals, feasibility)
         # Every term prepares, weight 0 included: its random stream is drawn either way.
         aux = {t.name: t.prepare(problem) for t in self.terms}
         if dev is not None:
@@ -633,8 +659,10 @@ class Generator:
             rule_state=rule_state,
             active=torch.ones(n, dtype=torch.bool, device=states.device),
             iterations=torch.zeros(n, dtype=torch.int64, device=states.device),
-            path=[self._points(space, states, vae)] if return_path else None,
+            path=[self._points(space, states, vae, feasibility, problem.factuals)] if return_path else None,
             n_active=n,
+            feasibility=feasibility,
+            aligned=aligned,
         )
 
     def _freeze_valid_factuals(self, run: _Search, model: Any, problem: Problem, vae: Any) -> None:
@@ -654,7 +682,7 @@ class Generator:
             with torch.no_grad():
                 run.states = restart(problem, run.states, valid).detach().clone()
             if run.path is not None:
-                run.path[0] = self._points(run.space, run.states, vae)
+                run.path[0] = self._points(run.space, run.states, vae, run.feasibility, problem.factuals)
 
     def _descend(self, run: _Search, model: Any, vae: Any, factuals: torch.Tensor) -> None:
         """Up to ``max_iterations`` steps of every active individual, in place in ``run``.
@@ -677,25 +705,37 @@ class Generator:
                 break
             if fast is None:
                 s = active.states.detach().requires_grad_(True)
-                batch = self._batch(run.space, model, vae, s, active.factuals, t)
+                batch = self._batch(run.space, model, vae, s, active.factuals, t,
+                                    project=None if run.aligned else run.feasibility)
                 grad, proba = self._gradient(live_terms, batch, active.aux), batch.proba
             with torch.no_grad():
                 if fast is not None:
                     grad, proba = fast(active.states, active.factuals)
+                if run.feasibility is not None and run.aligned:
+                    # Projected gradient: a coordinate that may not move in the step's direction does not.
+                    points = run.space.decode(active.states, vae)
+                    grad = grad.masked_fill(run.feasibility.blocked(points, active.factuals, grad), 0.0)
                 # skip_valid_factuals: the factual took the place of the starting states' check.
                 check_before = not (self.skip_valid_factuals and t == 0)
                 self._step(active, grad, proba, check_before, ask_after, t)
             steps = t + 1
             if run.path is not None:
                 active.write_back()
-                run.path.append(self._points(run.space, run.states, vae))
+                run.path.append(self._points(run.space, run.states, vae, run.feasibility, factuals))
         active.finish(steps)
 
     def _batch(
-        self, space: Any, model: Any, vae: Any, states: torch.Tensor, factuals: torch.Tensor, iteration: int = 0
+        self, space: Any, model: Any, vae: Any, states: torch.Tensor, factuals: torch.Tensor, iteration: int = 0,
+        project: Any = None,
     ) -> Batch:
-        """Decode the states and run the model once: what the terms see."""
+        """Decode the states and run the model once: what the terms see.
+
+        ``project``: a Feasibility the decoded points are projected onto (a space whose
+        states are not points, e.g. latent codes: the terms and the model see feasible points).
+        """
         points = space.decode(states, vae)
+        if project is not None:
+            points = project.project(points, factuals)
         m, K, d = points.shape
         logits, proba, members = model_outputs(model, points.reshape(m * K, d))
         return Batch(
@@ -730,9 +770,20 @@ class Generator:
     ) -> None:
         """Ask the convergence rule who stops, step the others, and drop the stopped (iteration ``t``)."""
         stopped = self.convergence.before_step(proba, self.decision_threshold) if check_before else None
+        delta, new_rule_state = self.step_rule.step(grad, active.rule_state)
+        on_step = getattr(self.convergence, "stop_on_step", None)
+        if check_before and on_step is not None:
+            # Stop instead of taking the proposed step (FullSearch: valid and every step short).
+            # Under constraints the step that counts is the one the projection lets through
+            # (a one-hot entry pushed up and reset each step has not moved).
+            run = active.run
+            taken = delta
+            if run.feasibility is not None and run.aligned:
+                taken = _project_states(run.space, active.states + delta, active.factuals, run.feasibility) - active.states
+            instead = on_step(proba, taken, self.decision_threshold)
+            stopped = instead if stopped is None else stopped | instead
         # One check per iteration; while nobody stops (most iterations) no mask is applied.
         moving = None if stopped is None or not bool(stopped.any()) else ~stopped
-        delta, new_rule_state = self.step_rule.step(grad, active.rule_state)
         if moving is not None:
             delta = delta * moving[:, None, None].to(delta.dtype)
             stopped_before = stopped
@@ -746,6 +797,9 @@ class Generator:
         else:
             stopped = stopped_before
         active.states.add_(delta)
+        if active.run.feasibility is not None and active.run.aligned:
+            # In place: until somebody stops, the active states are the search's own tensor.
+            active.states.copy_(_project_states(active.run.space, active.states, active.factuals, active.run.feasibility))
         for k, v in new_rule_state.items():
             active.rule_state[k] = v if moving is None else torch.where(moving[:, None, None], v, active.rule_state[k])
         if stopped is not None and bool(stopped.any()):
@@ -760,6 +814,9 @@ class Generator:
         n, K, d = problem.n, problem.n_counterfactuals, problem.n_features
         with torch.no_grad():
             points = run.space.decode(run.states, vae)
+            if run.feasibility is not None:
+                # What is reported is the projected point (integer columns rounded too).
+                points = run.feasibility.project(points, problem.factuals, final=True)
             _, proba, _ = model_outputs(model, points.reshape(n * K, d))
             proba = proba.reshape(n, K)
             cost = safe_norm(points - problem.factuals[:, None, :])
@@ -777,9 +834,51 @@ class Generator:
         )
 
     @staticmethod
-    def _points(space: Any, states: torch.Tensor, vae: Any) -> np.ndarray:
+    def _points(
+        space: Any, states: torch.Tensor, vae: Any, feasibility: Any = None, factuals: torch.Tensor | None = None
+    ) -> np.ndarray:
         with torch.no_grad():
-            return space.decode(states, vae).cpu().numpy().astype(np.float32, copy=True)
+            points = space.decode(states, vae)
+            if feasibility is not None:
+                points = feasibility.project(points, factuals)
+            return points.cpu().numpy().astype(np.float32, copy=True)
+
+
+def _project_states(space: Any, states: torch.Tensor, factuals: torch.Tensor, feasibility: Any) -> torch.Tensor:
+    """States whose points are feasible, in the search's own space: ``g(P(f(s)))``.
+
+    ``f`` is the space's ``decode``, ``g`` its ``from_features`` (the identity in feature
+    space, ``(x - mu) / sigma`` in the standardized space), ``P`` the projection.
+    """
+    with torch.no_grad():
+        return space.from_features(feasibility.project(space.decode(states, None), factuals))
+
+
+def _feasibility(constraints: Any, data: Any, X: np.ndarray) -> tuple[Any, list[str]]:
+    """The search's Feasibility (None when nothing applies) and the problems of the argument."""
+    from recourse_ray.constraints import Constraints, Feasibility
+
+    if isinstance(constraints, Constraints):
+        if not hasattr(data, "feature_names"):
+            return None, ["'constraints' given as Constraints need data=<the Dataset> to bind them to its columns "
+                          "(or pass constraints.bind(dataset))"]
+        try:
+            constraints = constraints.bind(data, check_data=False)
+        except ValueError as exc:
+            return None, [str(exc)]
+        if constraints is None:
+            return None, []
+    if not isinstance(constraints, Feasibility):
+        return None, [param_message("constraints", "Generator.search", "a Feasibility, a Constraints or None",
+                                    constraints)]
+    if X.ndim == 2 and constraints.n_features != X.shape[1]:
+        return None, [f"the constraints cover {constraints.n_features} features but 'factuals' has {X.shape[1]}"]
+    if X.ndim == 2 and X.size and np.isfinite(X).all():
+        bad = constraints.violations(X, X)
+        if bad.any():
+            return None, [f"{int(bad.sum())} of {X.shape[0]} factuals violate the constraints (rows "
+                          f"{', '.join(map(str, np.flatnonzero(bad)[:10]))}); a factual must be feasible"]
+    return constraints, []
 
 
 def _factual_problems(X: np.ndarray, d_model: int | None) -> list[str]:

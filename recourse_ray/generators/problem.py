@@ -33,6 +33,8 @@ class Problem:
         max_iterations: ``T``, the generator's step budget, for pieces that draw their
             per-iteration randomness up front (one row of draws per possible step); None
             when the problem was not built by a generator.
+        constraints: the :class:`~recourse_ray.constraints.Feasibility` every point of
+            this search is projected onto (docs/constraints.md), or None (no constraints).
     """
 
     factuals: torch.Tensor
@@ -42,6 +44,7 @@ class Problem:
     data_y: np.ndarray | None = None
     vae: Any = None
     max_iterations: int | None = None
+    constraints: Any = None
     _rng_cache: dict = field(default_factory=dict, repr=False)
 
     @property

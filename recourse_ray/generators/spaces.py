@@ -50,6 +50,13 @@ class SearchSpace(Protocol):
         """The map ``f`` from states (m, K, D) to feature-space points (m, K, d), differentiable."""
 
 
+# An optional member, looked up by name: ``from_features(points (m, K, d)) -> states``, the
+# inverse of ``decode`` for a space whose states are an increasing elementwise map of
+# the points. With constraints, the engine projects such a space's states after every
+# step and masks the gradient of the coordinates that may not move; a space without it
+# (latent) has its decoded points projected instead (docs/constraints.md).
+
+
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
 
 
@@ -87,6 +94,10 @@ class FeatureSpace:
     def decode(self, states: torch.Tensor, vae: Any) -> torch.Tensor:
         """The identity: states are points."""
         return states
+
+    def from_features(self, points: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`decode` (the identity), for projecting states onto constraints."""
+        return points
 
 
 #: What a latent search gives an individual whose factual is already valid (``LatentSpace.valid_factuals``).
@@ -270,6 +281,14 @@ class Standardization:
         if self.reference_gradient:
             return _StraightThrough.apply(states, self.mean, self.scale)
         return self.mean + self.scale * states
+
+    def from_features(self, points: torch.Tensor) -> torch.Tensor:
+        """(m, K, d) points -> standardized states ``(x - mean) / scale``, the inverse of :meth:`decode`.
+
+        The engine projects a constrained search's states through it: the projection runs
+        on the points, in feature units, and the states follow (docs/constraints.md).
+        """
+        return (points - self.mean) / self.scale
 
 
 @SPACES.register("standardized")

@@ -189,6 +189,13 @@ class RecourseStats:
         round_benchmarks: one :func:`benchmark_round` per round 1..t in which somebody
             was selected, in round order; empty (default) when not tracked. Input of
             ``success_rate_reference``, ``distance_reference``, ``redundancy_reference``.
+        constraint_violation_share: share of this round's implemented counterfactuals
+            that violate a constraint of the dataset (0 by construction; nan when none was
+            implemented); None (default) when the dataset has no constraints. Input of
+            ``constraint_violation_share``.
+        no_feasible_share: share of this round's selected individuals for whom none of
+            the K counterfactuals is finite, valid and feasible (nan when nobody was
+            selected); None (default) without constraints. Input of ``no_feasible_share``.
     """
 
     n_recourse: int
@@ -198,6 +205,8 @@ class RecourseStats:
     share_recourse: float
     n_chosen: int | None = None
     round_benchmarks: tuple[RoundBenchmark, ...] = ()
+    constraint_violation_share: float | None = None
+    no_feasible_share: float | None = None
 
     def __post_init__(self) -> None:
         found = [check_int(self.n_recourse, "n_recourse", "RecourseStats", 0)]
@@ -215,8 +224,12 @@ class RecourseStats:
             ("cost", 0.0, math.inf, "a float in the range [0, inf], or nan"),
             ("iterations", 0.0, math.inf, "a float in the range [0, inf], or nan"),
             ("share_recourse", 0.0, 1.0, "a float in the range [0, 1]"),
+            ("constraint_violation_share", 0.0, 1.0, "None, or a float in the range [0, 1], or nan"),
+            ("no_feasible_share", 0.0, 1.0, "None, or a float in the range [0, 1], or nan"),
         ):
             value = getattr(self, name)
+            if value is None and name in ("constraint_violation_share", "no_feasible_share"):
+                continue
             nan_ok = name != "share_recourse"
             if not is_real(value) or not ((nan_ok and math.isnan(float(value))) or low <= float(value) <= high):
                 found.append(param_message(name, "RecourseStats", expected, value))
@@ -799,6 +812,20 @@ def _benchmark_mean(field_name: str) -> Callable[[MetricInputs], float | None]:
     return compute
 
 
+def _constraint_field(name: str) -> Callable[[MetricInputs], float | None]:
+    def compute(inputs: MetricInputs) -> float | None:
+        stats = inputs.ctx.recourse
+        value = None if stats is None else getattr(stats, name)
+        return None if value is None else float(value)
+
+    compute.__name__ = name
+    compute.__doc__ = f"``RecourseStats.{name}`` of this round; left out at round 0 and without constraints."
+    return compute
+
+
+# The actionability measures (docs/constraints.md): only for a dataset with constraints.
+register("constraint_violation_share", "recourse", optional=True)(_constraint_field("constraint_violation_share"))
+register("no_feasible_share", "recourse", optional=True)(_constraint_field("no_feasible_share"))
 register("success_rate_reference", "recourse", optional=True)(_benchmark_mean("success_rate"))
 register("distance_reference", "recourse", optional=True)(_benchmark_mean("distance"))
 register("redundancy_reference", "recourse", optional=True)(_benchmark_mean("redundancy"))
