@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list, describe, fetch or import datasets (see docs/data.md)")
     p.add_argument("action", nargs="?", default="list", choices=["list", "info", "fetch", "import"],
-                   help="list (default) | info NAME | fetch NAME | import NAME PATH")
+                   help="list (default) | info NAME | fetch NAME (or 'study': the four published synthetic sets) | import NAME PATH")
     p.add_argument("name", nargs="?", help="a dataset name")
     p.add_argument("path", nargs="?", help="import: the local file (our CSV or the raw download)")
     p.add_argument("--force", action="store_true", help="fetch/import: accept a checksum mismatch (the file must still load) and replace a different existing file (kept as .bak)")
@@ -466,10 +466,13 @@ def _dataset_file(args) -> int:
 
     if args.action == "fetch":
         timeout = sources.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-        done = sources.fetch(args.name, data_dir=args.data_dir, force=args.force, timeout=timeout)
+        # A group name (``study``) fetches each member in turn; the first failure stops it.
+        for name in sources.GROUPS.get(args.name, (args.name,)):
+            done = sources.fetch(name, data_dir=args.data_dir, force=args.force, timeout=timeout)
+            print(done.summary())
     else:
         done = sources.import_file(args.name, args.path, data_dir=args.data_dir, force=args.force)
-    print(done.summary())
+        print(done.summary())
     return EXIT_OK
 
 

@@ -78,11 +78,41 @@ def test_linearly_separable_classes_are_far_apart_relative_to_spread():
     assert np.all((scores > 0) == (data.y == 1))
 
 
-def test_circles_radii_without_noise():
-    data = rr.data.synthetic.circles(200, seed=0, noise=0.0)
-    radius = np.linalg.norm(data.X.astype(np.float64), axis=1)
-    np.testing.assert_allclose(radius[data.y == 0], 1.0, atol=1e-6)
-    np.testing.assert_allclose(radius[data.y == 1], 0.01, atol=1e-6)
+def _ks_distance_to_uniform(values: np.ndarray, low: float, high: float) -> float:
+    """Kolmogorov-Smirnov distance between the sample and U(low, high), by hand."""
+    u = np.sort((values - low) / (high - low))
+    n = len(u)
+    return float(max(np.max(np.arange(1, n + 1) / n - u), np.max(u - np.arange(n) / n)))
+
+
+def _ks_critical(n: int) -> float:
+    return 1.63 / np.sqrt(n)  # the 1% level of the one-sample KS test
+
+
+def test_blob_centres_are_uniform_in_the_box():
+    # With a tiny std every point sits on its centre, so the class means are the drawn centres.
+    draws = [rr.data.synthetic.blobs(20, seed=s, std=1e-9) for s in range(200)]
+    centres = np.array([d.X[d.y == c].mean(axis=0) for d in draws for c in (0, 1)], dtype=np.float64)
+    assert centres.min() >= -2.0 and centres.max() <= 2.0
+    for axis in (0, 1):
+        assert _ks_distance_to_uniform(centres[:, axis], -2.0, 2.0) < _ks_critical(len(centres))
+    shifted = rr.data.synthetic.blobs(50, seed=0, std=1e-9, n_features=3, center_box=(5.0, 6.0))
+    assert shifted.X.shape == (50, 3) and shifted.X.min() >= 5.0 and shifted.X.max() <= 6.0
+
+
+def test_circles_outer_ring_is_the_target_class_without_noise():
+    data = rr.data.synthetic.circles(201, seed=0, noise=0.0)
+    X = data.X.astype(np.float64)
+    radius = np.linalg.norm(X, axis=1)
+    np.testing.assert_allclose(radius[data.y == 1], 1.0, atol=1e-6)
+    np.testing.assert_allclose(radius[data.y == 0], 0.01, atol=1e-6)
+    assert np.bincount(data.y).tolist() == [100, 101]  # the odd point is on the outer ring
+    # MLJ's angles are uniform draws on [0, 2 pi), not an even grid.
+    angle = np.mod(np.arctan2(X[:, 1], X[:, 0]), 2 * np.pi)
+    outer = np.sort(angle[data.y == 1])
+    gaps = np.diff(outer)
+    assert gaps.std() > 0.5 * gaps.mean()  # an even grid has gaps of one size
+    assert _ks_distance_to_uniform(angle, 0.0, 2 * np.pi) < _ks_critical(len(angle))
 
 
 def test_circles_radii_with_paper_noise():
@@ -90,24 +120,39 @@ def test_circles_radii_with_paper_noise():
     radius = np.linalg.norm(data.X.astype(np.float64), axis=1)
     # Noise 0.15 per coordinate: the outer radius stays ~1, the inner cloud is a
     # Rayleigh-like blob around 0 with mean 0.15 * sqrt(pi/2) ~ 0.19.
-    assert abs(radius[data.y == 0].mean() - 1.0) < 0.05
-    assert 0.12 < radius[data.y == 1].mean() < 0.26
-    assert radius[data.y == 1].max() < radius[data.y == 0].mean()
+    assert abs(radius[data.y == 1].mean() - 1.0) < 0.05
+    assert 0.12 < radius[data.y == 0].mean() < 0.26
+    assert radius[data.y == 0].max() < radius[data.y == 1].mean()
 
 
 def test_moons_geometry():
-    exact = rr.data.synthetic.moons(200, seed=0, noise=0.0)
+    exact = rr.data.synthetic.moons(201, seed=0, noise=0.0)
     X = exact.X.astype(np.float64)
     upper, lower = X[exact.y == 0], X[exact.y == 1]
+    assert (len(upper), len(lower)) == (100, 101)  # the odd point is on the lower moon
+    # MLJ's make_moons: upper (cos t, sin t), lower (cos t + 1, 0.3 - sin t), t uniform in [0, pi).
     np.testing.assert_allclose(np.linalg.norm(upper, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(lower - [1.0, 0.5], axis=1), 1.0, atol=1e-6)
-    assert upper[:, 1].min() >= -1e-6 and lower[:, 1].max() <= 0.5 + 1e-6
+    np.testing.assert_allclose(np.linalg.norm(lower - [1.0, 0.3], axis=1), 1.0, atol=1e-6)
+    assert upper[:, 1].min() >= -1e-6 and lower[:, 1].max() <= 0.3 + 1e-6
+    assert upper[:, 0].min() >= -1 - 1e-6 and upper[:, 0].max() <= 1 + 1e-6
+    assert lower[:, 0].min() >= -1e-6 and lower[:, 0].max() <= 2 + 1e-6
+    t_upper = np.arctan2(upper[:, 1], upper[:, 0])
+    t_lower = np.arctan2(0.3 - lower[:, 1], lower[:, 0] - 1.0)
+    for t in (t_upper, t_lower):
+        assert _ks_distance_to_uniform(t, 0.0, np.pi) < _ks_critical(len(t))
+    assert np.diff(np.sort(t_upper)).std() > 0.5 * np.diff(np.sort(t_upper)).mean()  # not an even grid
 
     noisy = load("moons", seed=0)
     Xn = noisy.X.astype(np.float64)
     d_upper = np.abs(np.linalg.norm(Xn[noisy.y == 0], axis=1) - 1.0)
-    d_lower = np.abs(np.linalg.norm(Xn[noisy.y == 1] - [1.0, 0.5], axis=1) - 1.0)
+    d_lower = np.abs(np.linalg.norm(Xn[noisy.y == 1] - [1.0, 0.3], axis=1) - 1.0)
     assert d_upper.mean() < 0.12 and d_lower.mean() < 0.12
+    # Mean height of a uniform half circle is 2 / pi; the lower moon is that below y = 0.3.
+    assert abs(Xn[noisy.y == 0, 1].mean() - 2 / np.pi) < 0.05
+    assert abs(Xn[noisy.y == 1, 1].mean() - (0.3 - 2 / np.pi)) < 0.05
+    shifted = rr.data.synthetic.moons(100, seed=0, noise=0.0, xshift=3.0, yshift=-1.0)
+    lower_shifted = shifted.X[shifted.y == 1].astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(lower_shifted - [3.0, -1.0], axis=1), 1.0, atol=1e-6)
 
 
 def test_synthetic_rejects_bad_parameters():
@@ -117,6 +162,12 @@ def test_synthetic_rejects_bad_parameters():
         rr.data.synthetic.circles(10, seed=0, noise=-1.0)
     with pytest.raises(ValueError, match=r"'n_samples' parameter of blobs.*'n_features' parameter of blobs"):
         rr.data.synthetic.blobs(1, seed=0, n_features=0)  # every problem in one message
+    with pytest.raises(ValueError, match=r"'factor' parameter of circles must be a float in the range \(0, 1\)"):
+        rr.data.synthetic.circles(10, seed=0, factor=0.0)
+    with pytest.raises(ValueError, match=r"'center_box' parameter of blobs must be a pair \(low, high\).*low < high"):
+        rr.data.synthetic.blobs(10, seed=0, center_box=(2.0, -2.0))
+    with pytest.raises(ValueError, match="'std' parameter of blobs"):
+        rr.data.synthetic.blobs(10, seed=0, std=0.0)
 
 
 # ---------------------------------------------------------------------------------------

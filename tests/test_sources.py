@@ -25,9 +25,11 @@ import pytest
 from conftest import SHARED_TABULAR, requires_tabular_data
 from recourse_ray.cli import main
 from recourse_ray.data import sources
+from recourse_ray.data.synthetic import PUBLISHED_FILES
 from recourse_ray.data.tabular import FILES
 
-NAMES = sorted(sources.SOURCES)
+#: The real-world sources (the published synthetic ones are tested in test_data_published.py).
+NAMES = sorted(FILES)
 
 
 def _sha(content: bytes) -> str:
@@ -94,13 +96,13 @@ def _tgz(member: str, content: bytes) -> bytes:
 # The registry
 
 def test_sources_cover_the_named_file_datasets():
-    assert NAMES == sorted(FILES)
+    assert sorted(sources.SOURCES) == sorted(FILES | PUBLISHED_FILES)
     for name, src in sources.SOURCES.items():
-        assert src.file_name == FILES[name]
+        assert src.file_name == (FILES | PUBLISHED_FILES)[name]
         assert len(src.sha256) == 64 and int(src.sha256, 16) >= 0
         assert src.page.startswith("https://")
         assert (src.download_url is None) == (src.manual is not None)
-    assert {n for n, s in sources.SOURCES.items() if s.download_url} == {"california_housing", "german_credit"}
+    assert {n for n, s in sources.SOURCES.items() if s.download_url} == {"california_housing", "german_credit", *PUBLISHED_FILES}
 
 
 @requires_tabular_data

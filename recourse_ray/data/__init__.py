@@ -4,8 +4,10 @@
 obtain data; ``names()`` lists what can be loaded; ``register(name)`` adds a loader
 (a function ``(*, seed, n_samples=None, **options) -> Dataset``).
 
-The directory the real-world CSVs are read from is ``get_data_dir()``; change it with
-``set_data_dir(path)``, or for a block of code with ``with data_dir(path): ...``.
+Generated synthetic sets (``overlapping``, ``circles``, ...) need no files. The study's
+published synthetic sets (``study_overlapping``, ...) and the real-world CSVs are read
+from ``get_data_dir()``; change it with ``set_data_dir(path)``, or for a block of code
+with ``with data_dir(path): ...``. ``recourse_ray.data.sources`` puts the files there.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def load(name: str, /, *, seed: int | np.random.Generator, n_samples: int | None
 
 
 def set_data_dir(path: str | os.PathLike | None) -> None:
-    """Set the directory holding the tabular CSVs (overrides ``RECOURSE_RAY_DATA``); None undoes it."""
+    """Set the directory holding the data files (overrides ``RECOURSE_RAY_DATA``); None undoes it."""
     global _data_dir_override
     _data_dir_override = None if path is None else Path(path)
 
 
 def get_data_dir() -> Path:
-    """The directory searched for tabular CSVs.
+    """The directory searched for data files (tabular CSVs, the published synthetic sets).
 
     Order: ``set_data_dir`` (or an enclosing ``data_dir(path)`` block), the
     ``RECOURSE_RAY_DATA`` environment variable, then ``~/.cache/recourse_ray/data``.
@@ -114,8 +116,23 @@ def _synthetic_loader(fn: Callable[..., Dataset]) -> Loader:
     return loader
 
 
+def _published_loader(name: str) -> Loader:
+    def loader(*, seed, n_samples: int | None = None, **options) -> Dataset:
+        return synthetic.published(name, seed=seed, n_samples=n_samples, **options)
+
+    file_name = synthetic.PUBLISHED_FILES[name]
+    loader.__doc__ = (
+        f"The study's published {file_name} (x1, x2, target; 1,000 rows, raw units), read from the data directory.\n\n"
+        f"Get the file with `recourse-ray datasets fetch {name}`. See recourse_ray.data.synthetic.published."
+    )
+    loader.__name__ = name
+    return loader
+
+
 for _name in ("overlapping", "linearly_separable", "circles", "moons", "blobs"):
     register(_name, _synthetic_loader(getattr(synthetic, _name)))
+for _name in synthetic.PUBLISHED_FILES:
+    register(_name, _published_loader(_name))
 
 from recourse_ray.data import tabular  # noqa: E402  (registers the tabular loaders)
 from recourse_ray.data import sources  # noqa: E402  (where the tabular files come from)

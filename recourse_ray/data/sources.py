@@ -1,9 +1,13 @@
-"""Where the real-world CSVs come from, and how they get into the data directory.
+"""Where the data files come from, and how they get into the data directory.
 
-Sits in front of :mod:`recourse_ray.data.tabular`: the named loaders read
-``get_data_dir() / FILES[name]``; this module puts that file there. Each dataset has a
-:class:`Source` (canonical public page, direct download if there is one, the expected
-file name and its SHA-256, and a converter from the raw download to our CSV layout).
+Sits in front of the loaders that read files: the real-world loaders of
+:mod:`recourse_ray.data.tabular` read ``get_data_dir() / FILES[name]``, the study's
+published synthetic sets (:func:`recourse_ray.data.synthetic.published`) read
+``get_data_dir() / PUBLISHED_FILES[name]``; this module puts those files there. Each
+such dataset has a :class:`Source` (canonical public page, direct download if there is
+one, the expected file name and its SHA-256, and a converter from the raw download to
+our CSV layout). :data:`GROUPS` names sets of them (``study``: the four published
+synthetic sets).
 
 - :func:`fetch` downloads a direct-download source, converts, verifies and installs it;
   offline it fails fast, saying where to put the file by hand.
@@ -12,7 +16,7 @@ file name and its SHA-256, and a converter from the raw download to our CSV layo
 - :func:`info` describes a dataset: rows, features, class balance, source, file status.
 
 The checksums are those of the reference copies described in
-``../shared/data/README.md``. A file whose checksum differs is refused unless
+``../shared/data/README.md`` and ``../shared/data/synthetic/README.md``. A file whose checksum differs is refused unless
 ``force=True``, and even then it must load through the named loader. Installing is
 atomic (a temporary file in the data directory, then ``os.replace``), and an existing
 different file is never replaced silently: that needs ``force`` and the old file is
@@ -46,12 +50,22 @@ from recourse_ray import data as _data
 from recourse_ray._config import check_real
 from recourse_ray._registry import is_import_path, suggest
 from recourse_ray._rng import as_rng
+from recourse_ray.data.synthetic import (
+    PUBLISHED_COMMIT,
+    PUBLISHED_FILES,
+    PUBLISHED_PATH,
+    PUBLISHED_REPOSITORY,
+)
 from recourse_ray.data.tabular import FILES
 
 __all__ = [
     "Source",
     "SOURCES",
+    "GROUPS",
+    "STUDY_URL_ENV",
     "source",
+    "data_file",
+    "download_url",
     "fetch",
     "import_file",
     "info",
@@ -74,6 +88,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT: float = 20.0
 #: The most bytes a download may have (the largest raw download is about 0.5 MB).
 _MAX_DOWNLOAD_BYTES = 256 * 2**20
+
+#: The environment variable that replaces the base URL of the study's published files
+#: (``<base>/<file name>``), e.g. a mirror or, in tests, a local server.
+STUDY_URL_ENV = "RECOURSE_RAY_STUDY_DATA_URL"
 
 #: ``downloader(url, path, timeout)`` writes the resource at ``url`` to ``path``.
 Downloader = Callable[[str, Path, float], None]
@@ -120,6 +138,8 @@ class Source:
         reproducible: whether ``convert`` reproduces the reference CSV byte for byte
             (False when the reference was made with a random undersample).
         manual: how to get the raw file by hand (None for direct downloads).
+        url_env: an environment variable that, when set, replaces the download's base
+            URL (the file is then fetched from ``$url_env/<raw_name>``); None: no override.
     """
 
     name: str
@@ -133,6 +153,7 @@ class Source:
     convert: Callable[[bytes], bytes] | None = None
     reproducible: bool = True
     manual: str | None = None
+    url_env: str | None = None
 
 
 def sha256_of(content: bytes | str | os.PathLike) -> str:
@@ -400,12 +421,20 @@ SOURCES: dict[str, Source] = {}
 
 
 def _add(name: str, **recipe: Any) -> None:
-    """Register the :class:`Source` of ``name``; it installs ``FILES[name]``, the file its loader reads."""
+    """Register the :class:`Source` of ``name``; it installs the file its loader reads.
+
+    That is ``tabular.FILES[name]`` for a real-world set, ``synthetic.PUBLISHED_FILES[name]``
+    for a published synthetic one.
+    """
     if name in SOURCES:
         raise ValueError(f"The data source {name!r} is already registered.")
-    if name not in FILES:
-        raise ValueError(f"The data source {name!r} has no loader file; add it to recourse_ray.data.tabular.FILES.")
-    SOURCES[name] = Source(name=name, file_name=FILES[name], **recipe)
+    file_name = FILES.get(name, PUBLISHED_FILES.get(name))
+    if file_name is None:
+        raise ValueError(
+            f"The data source {name!r} has no loader file; add it to recourse_ray.data.tabular.FILES "
+            "(or recourse_ray.data.synthetic.PUBLISHED_FILES)."
+        )
+    SOURCES[name] = Source(name=name, file_name=file_name, **recipe)
 
 
 _add(
@@ -471,6 +500,59 @@ _add(
 )
 
 
+# The study's published synthetic data (the paper's repository; ../shared/data/synthetic/README.md).
+_STUDY_TREE = f"https://github.com/{PUBLISHED_REPOSITORY}/tree/{PUBLISHED_COMMIT}/{PUBLISHED_PATH}"
+_STUDY_RAW = f"https://raw.githubusercontent.com/{PUBLISHED_REPOSITORY}/{PUBLISHED_COMMIT}/{PUBLISHED_PATH}"
+_STUDY = {
+    "study_overlapping": (
+        "c82f7efcde6fa37cd57235e97be62263330997c79cc48e4940c35e488b016bff",
+        "two Gaussian blobs, std 0.5 (MLJ make_blobs)",
+    ),
+    "study_linearly_separable": (
+        "7b28685aec3eddef158c8be02b0a8af1d81afc7ae55c431c3177efec20fc3da3",
+        "two Gaussian blobs, std 0.1 (MLJ make_blobs)",
+    ),
+    "study_circles": (
+        "b49f6736da92bed65207eea45af02a7c0e6863d3521e6c2c10cdf24800628c20",
+        "two concentric circles, noise 0.15, factor 0.01, target = outer ring (MLJ make_circles)",
+    ),
+    "study_moons": (
+        "0aa211fe1a9634b6d123213c864f585493d36d0304d886dc73c1b4cd0130a20e",
+        "two interleaving half circles, noise 0.1 (MLJ make_moons)",
+    ),
+}
+for _name, (_sha256, _what) in _STUDY.items():
+    _file = PUBLISHED_FILES[_name]
+    _add(
+        _name,
+        sha256=_sha256,
+        header="x1,x2,target",
+        page=_STUDY_TREE,
+        download_url=f"{_STUDY_RAW}/{_file}",
+        raw_name=_file,
+        description=f"The study's published {_file} (Altmeyer et al. 2023, {PUBLISHED_REPOSITORY}@{PUBLISHED_COMMIT}): "
+        f"{_what}; 1,000 rows, 500 per class, raw units",
+        url_env=STUDY_URL_ENV,
+    )
+
+#: Names that stand for several datasets in ``recourse-ray datasets fetch``.
+GROUPS: dict[str, tuple[str, ...]] = {"study": tuple(PUBLISHED_FILES)}
+
+
+def download_url(src: Source) -> str | None:
+    """Where :func:`fetch` downloads ``src`` from: its ``download_url``, or ``$url_env/<raw_name>`` when that is set."""
+    base = os.environ.get(src.url_env) if src.url_env else None
+    if src.download_url is None or not base:
+        return src.download_url
+    return f"{base.rstrip('/')}/{src.raw_name}"
+
+
+def data_file(name: str, *, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The file a registered dataset's loader reads (``data_dir`` or the data directory), None when it reads none."""
+    src = SOURCES.get(name) if isinstance(name, str) else None
+    return None if src is None else _resolve_dir(data_dir) / src.file_name
+
+
 def source(name: str) -> Source:
     """The :class:`Source` of a real-world dataset.
 
@@ -484,8 +566,13 @@ def source(name: str) -> Source:
         pass
     valid = ", ".join(sorted(SOURCES))
     if isinstance(name, str) and name in _data.DATASETS:
+        published = f"study_{name}"
+        hint = (
+            f" The study's published draw of it is the dataset {published!r} (recourse-ray datasets fetch {published})."
+            if published in SOURCES else ""
+        )
         raise KeyError(
-            f"The dataset {name!r} has no file to fetch or import (it is generated, or reads a path you give). "
+            f"The dataset {name!r} has no file to fetch or import (it is generated, or reads a path you give).{hint} "
             f"Datasets with files: {valid}."
         )
     raise KeyError(f"Unknown dataset {name!r}.{suggest(str(name), sorted(SOURCES))} Datasets with files: {valid}.")
@@ -640,7 +727,9 @@ def fetch(
     network access.
 
     Args:
-        name: a dataset with a direct download (``california_housing``, ``german_credit``).
+        name: a dataset with a direct download (``california_housing``, ``german_credit``, the
+            published synthetic sets ``study_overlapping``, ... ; their base URL can be
+            replaced with the ``RECOURSE_RAY_STUDY_DATA_URL`` environment variable).
         data_dir: where to install; defaults to :func:`recourse_ray.data.get_data_dir`.
         timeout: seconds to wait for the server (connection and each read).
         force: install a result whose checksum differs (it must still load) and replace
@@ -662,7 +751,8 @@ def fetch(
     """
     src = source(name)
     directory = _resolve_dir(data_dir)
-    if src.download_url is None:
+    url = download_url(src)
+    if url is None:
         raise ManualDownloadRequired(_manual_message(src, directory))
     dest = directory / src.file_name
     if not force and dest.is_file() and sha256_of(dest) == src.sha256:
@@ -673,26 +763,26 @@ def fetch(
     download = _urllib_download if downloader is None else downloader
     with tempfile.TemporaryDirectory(prefix="recourse-ray-fetch-") as tmp:
         raw_path = Path(tmp) / src.raw_name
-        logger.info("downloading %s from %s", src.name, src.download_url)
+        logger.info("downloading %s from %s", src.name, url)
         try:
-            download(src.download_url, raw_path, float(timeout))
+            download(url, raw_path, float(timeout))
             raw = raw_path.read_bytes()
         except DownloadError as exc:
             raise DownloadError(f"Could not download {src.name!r}: {exc}. {_where_to_put(src, directory)}") from None
         except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DownloadError(
-                f"Could not download {src.name!r} from {src.download_url} ({type(exc).__name__}: {reason}); "
+                f"Could not download {src.name!r} from {url} ({type(exc).__name__}: {reason}); "
                 f"are you offline? {_where_to_put(src, directory)}"
             ) from None
     try:
         content = src.convert(raw) if src.convert is not None else raw
     except ValueError as exc:
         raise DownloadError(
-            f"The download of {src.name!r} from {src.download_url} is not the expected {src.raw_name} ({exc}). "
+            f"The download of {src.name!r} from {url} is not the expected {src.raw_name} ({exc}). "
             f"{_where_to_put(src, directory)}"
         ) from None
-    origin = f"{src.download_url}, converted from {src.raw_name}" if src.convert is not None else src.download_url
+    origin = f"{url}, converted from {src.raw_name}" if src.convert is not None else url
     return _install(src, content, directory, force=force, origin=origin)
 
 
@@ -712,7 +802,7 @@ def import_file(
     converter, which normalises value formatting (e.g. ``20000.0`` -> ``20000``).
 
     Args:
-        name: a real-world dataset (see :data:`SOURCES`).
+        name: a dataset with a file (see :data:`SOURCES`).
         path: the local file.
         data_dir: where to install; defaults to :func:`recourse_ray.data.get_data_dir`.
         force: install a file whose checksum differs from the reference copy (it must
@@ -770,7 +860,7 @@ class DatasetInfo:
 
     Attributes:
         name: the dataset.
-        kind: ``"file"`` (a real-world CSV with a :class:`Source`) or ``"generated"``.
+        kind: ``"file"`` (a CSV with a :class:`Source`: real-world or published synthetic) or ``"generated"``.
         rows: rows after preprocessing but before balancing (None when absent/unloadable).
         n_features: feature columns after preprocessing (one-hot columns counted).
         class_counts: (rows of class 0, rows of class 1) before balancing.
