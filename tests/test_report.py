@@ -11,11 +11,12 @@ computations; the rest follow a simple formula.
 from __future__ import annotations
 
 import ast
-import base64
+import csv
 import html
 import logging
 import math
 import re
+import shutil
 import statistics
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -58,7 +59,7 @@ simulation:
 ROUNDS = (0, 5, 10)
 SCOPES = {
     "domain_mmd": "domain", "domain_mmd_negative": "domain", "model_mmd": "model", "model_mmd_grid": "model",
-    "disagreement": "model", "decisiveness": "model", "perturbation": "model", "f1": "performance",
+    "disagreement": "model", "decisiveness": "model", "decisiveness_code": "model", "perturbation": "model", "f1": "performance",
     "accuracy": "performance", "recourse_validity": "recourse", "recourse_cost": "recourse",
     "recourse_iterations": "recourse", "n_recourse": "recourse", "share_recourse": "recourse",
     "time_search_s": "timing", "time_retrain_s": "timing", "time_evaluate_s": "timing",
@@ -360,31 +361,164 @@ def _is_png(data: bytes) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_images_exist_and_are_valid(report):
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_report_links_its_png_figures_instead_of_embedding_them(report):
     out = report.parent
     assert report.name == "index.html" and report.exists()
     page = report.read_text(encoding="utf-8")
-    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(embedded) >= 10
-    assert all(_is_png(base64.b64decode(b)) for b in embedded)
-    linked = set(re.findall(r'href="(figures/[^"]+)"', page))
-    markdown = (out / "report.md").read_text(encoding="utf-8")
-    md_images = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown))
-    md_links = set(re.findall(r"\]\((figures/[^)]+)\)", markdown))
-    assert md_images and linked
-    for rel in linked | md_images | md_links:
+    assert "data:image" not in page and "<svg" not in page  # nothing inlined
+    images = re.findall(r'<img src="([^"]+)" alt="[^"]*" width="(\d+)" height="(\d+)" loading="lazy">', page)
+    assert len(images) >= 10 and len(images) == page.count("<img ")
+    for rel, width, height in images:
         path = out / rel
-        assert path.exists(), rel
-        if rel.endswith(".png"):
-            assert _is_png(path.read_bytes()), rel
-        else:
-            assert rel.endswith(".svg") and ET.parse(path).getroot().tag.endswith("svg"), rel
-    stems = {Path(r).stem for r in linked}
+        assert rel.startswith("figures/") and rel.endswith(".png") and path.is_file(), rel
+        assert _is_png(path.read_bytes()) and _png_size(path) == (int(width), int(height)), rel
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    md_images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert md_images == [rel for rel, _, _ in images]  # the same figures in the same order
+    linked = set(re.findall(r'href="(figures/[^"]+)"', page)) | set(re.findall(r"\]\((figures/[^)]+)\)", markdown))
+    assert all((out / rel).is_file() for rel in linked)
+    stems = {Path(rel).stem for rel, _, _ in images}
     assert {"summary_overlapping", "summary_moons", "initial_scores", "trajectory_overlapping_delta_f1",
             "state_overlapping_logistic_regression", "state_overlapping_mlp", "timing_overlapping"} <= stems
-    # every figure was written in both formats
-    pngs = {p.stem for p in (out / "figures").glob("*.png")}
-    assert pngs == {p.stem for p in (out / "figures").glob("*.svg")} == stems
+    # PNG only by default, and every figure written is shown
+    assert {p.name for p in (out / "figures").iterdir()} == {f"{stem}.png" for stem in stems}
+    # the page holds text and tables only; the figures are palette PNGs (colour type 3)
+    assert len(page.encode("utf-8")) < 150_000
+    assert all((out / rel).read_bytes()[25] == 3 for rel, _, _ in images)
+
+
+def _allowed_report_file(rel: Path) -> bool:
+    if rel.parts[0] == "figures":
+        return len(rel.parts) == 2 and rel.suffix in (".png", ".svg")
+    if rel.parts[0] == "tables":
+        return len(rel.parts) == 2 and rel.suffix == ".tex"
+    if rel.parts[0] == "comparison":
+        return rel.name in ("comparison.csv", "comparison.md", "agreement.json")
+    return len(rel.parts) == 1 and rel.suffix in (".csv", ".parquet", ".md", ".html")
+
+
+def test_report_folder_holds_no_rows_dataset(report, results):
+    out = report.parent
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.parent.name for p in files} <= {out.name, "figures", "tables"}
+    assert [p for p in files if not _allowed_report_file(p.relative_to(out))] == []
+    assert not any(p.name == "sweep.yaml" or p.suffix in (".npz", ".json") for p in files)
+    # no parquet file of the report holds metric rows (one row per system, round and metric)
+    for path in out.glob("*.parquet"):
+        columns = set(pl.read_parquet_schema(path))
+        assert not {"system_key", "value", "p_value"} & columns, path.name
+    rows_bytes = sum(p.stat().st_size for p in (results / "rows").rglob("*") if p.is_file())
+    report_bytes = sum(p.stat().st_size for p in files)
+    assert rows_bytes > 0 and report_bytes < 3_000_000
+
+
+def test_report_sections_in_reading_order(report):
+    """Results first (per dataset: summary, final round, trajectories, surfaces), the sweep's details after."""
+    page = report.read_text(encoding="utf-8")
+    sections = re.findall(r'<h2 id="([^"]+)"', page)
+    assert sections == ["ds-overlapping", "ds-moons", "initial", "status", "quality", "sweep", "files"]
+    overlapping = page[page.index('id="ds-overlapping"'):page.index('id="ds-moons"')]
+    marks = ['src="figures/summary_overlapping.png"', 'id="ds-overlapping-final"', 'id="ds-overlapping-trajectories"',
+             'id="ds-overlapping-states"', 'id="ds-overlapping-timing"']
+    positions = [overlapping.index(mark) for mark in marks]
+    assert positions == sorted(positions)
+    sweep = page[page.index('<h2 id="sweep"'):page.index('<h2 id="files"')]
+    for anchor in ("overview", "settings", "versions", "hosts", "timings"):
+        assert f'id="{anchor}"' in sweep, anchor
+    assert page.index("Partial sweep: 13 of 24") < page.index('id="ds-overlapping"')  # the banner stays on top
+    markdown = (report.parent / "report.md").read_text(encoding="utf-8")
+    level2 = re.findall(r"^## (.+)$", markdown, flags=re.M)
+    assert level2 == ["Dataset: overlapping", "Dataset: moons", "Initial model scores",
+                      "Status: failures and missing systems", "Undefined values (NaN)",
+                      "Sweep: settings, versions, hosts and run times", "Files and definitions"]
+    assert markdown.index("![Summary at the final round](figures/summary_overlapping.png)") < markdown.index(
+        "### Final-round results")
+    contents = next(line for line in markdown.splitlines() if line.startswith("Contents: "))
+    assert contents.startswith("Contents: [overlapping](#dataset-overlapping) \u00b7 [moons](#dataset-moons)")
+
+
+def test_report_shows_both_decisiveness_definitions(report):
+    out = report.parent
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    header = next(line for line in markdown.splitlines() if line.startswith("| Model | Generator | Seeds | Domain MMD"))
+    assert "| Decisiveness (study text) | Decisiveness (reference code) |" in header
+    assert "mean of (p \u2212 0.5)\u00b2" in markdown and "AlgorithmicRecourseDynamics.jl" in markdown
+    # one trajectory figure holds both: the study's definition on top, the code's below
+    both = out / "figures" / "trajectory_overlapping_decisiveness.png"
+    single = out / "figures" / "trajectory_overlapping_disagreement.png"
+    assert not (out / "figures" / "trajectory_overlapping_decisiveness_code.png").exists()
+    assert _png_size(both)[1] > 1.6 * _png_size(single)[1]
+    assert "![Decisiveness: study text (top) and reference code (bottom)](figures/trajectory_overlapping_decisiveness.png)" \
+        in markdown
+    tex = (out / "tables" / "final_overlapping.tex").read_text(encoding="utf-8")
+    assert "Decisiveness (study text)" in tex
+
+
+def _write_reference(path: Path) -> Path:
+    """A reference output file for overlapping / logistic_regression / generic: domain MMD at rounds 0 and 10."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("value", "p_value", "name", "scope", "k", "n", "model", "generator"))
+        for k, value in zip((1, 2, 3), (0.28, 0.30, 0.32)):
+            writer.writerow((0.0, 1.0, "mmd", "domain", k, 0, "LogisticRegression", "Generic"))
+            writer.writerow((value, 0.0, "mmd", "domain", k, 10, "LogisticRegression", "Generic"))
+    return path
+
+
+def test_final_round_table_shows_the_reference_beside_ours(results, tmp_path):
+    reference = _write_reference(tmp_path / "overlapping_output.csv")
+    out = tmp_path / "out"
+    build_report(results, out, trajectories=False, states=False, reference=reference)
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    overlapping = markdown[markdown.index("## Dataset: overlapping"):markdown.index("## Dataset: moons")]
+    assert "| Domain MMD (target class) | Domain MMD (target class): reference | Domain MMD (non-target class) |" \
+        in overlapping
+    # ours: 0.3 +- 0.265 over three seeds, 2 of 3 significant; the reference: 0.30 +- 0.02 over three folds
+    assert "| logistic_regression | generic | 3/3 | 0.300 \u00b1 0.265\u2020 | 0.300 \u00b1 0.020 \u2713 |" in overlapping
+    assert "| logistic_regression | revise | 3/3 |" in overlapping and "at round 10, beside ours" in overlapping
+    moons = markdown[markdown.index("## Dataset: moons"):]
+    assert ": reference |" not in moons  # the reference is of one dataset
+    level2 = re.findall(r"^## (.+)$", markdown, flags=re.M)
+    assert level2.index("Dataset: moons") < level2.index("Against the reference implementation") < level2.index(
+        "Initial model scores")
+    assert sorted(p.name for p in (out / "comparison").iterdir()) == ["agreement.json", "comparison.csv",
+                                                                        "comparison.md"]
+
+
+def test_rebuild_removes_only_the_earlier_reports_stale_files(results, tmp_path, caplog):
+    out = tmp_path / "out"
+    build_report(results, out, formats=("png", "svg"), trajectories=False, states=False)
+    assert list((out / "figures").glob("*.svg"))
+    (out / "aggregates.csv").write_text("written by an earlier version\n", encoding="utf-8")
+    (out / "notes.txt").write_text("mine\n", encoding="utf-8")
+    (out / "figures" / "sketch.png").write_bytes(b"not a figure of the report")
+    with caplog.at_level(logging.INFO, logger="recourse_ray.report.documents"):
+        build_report(results, out, trajectories=False, states=False)
+    assert not list((out / "figures").glob("*.svg")) and not (out / "aggregates.csv").exists()
+    assert (out / "notes.txt").exists() and (out / "figures" / "sketch.png").exists()
+    assert "removed" in caplog.text and "aggregates.csv" in caplog.text
+    # a folder that holds no earlier report loses nothing
+    other = tmp_path / "other"
+    (other / "figures").mkdir(parents=True)
+    (other / "figures" / "summary_mine.svg").write_text("<svg/>", encoding="utf-8")
+    build_report(results, other, trajectories=False, states=False)
+    assert (other / "figures" / "summary_mine.svg").exists()
+
+
+def test_a_results_dataset_in_the_report_folder_is_left_alone_and_warned_about(results, tmp_path, caplog):
+    out = tmp_path / "out"
+    copy = out / "results" / "report-test"
+    shutil.copytree(results, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    with caplog.at_level(logging.WARNING, logger="recourse_ray.report.documents"):
+        build_report(results, out, trajectories=False, states=False)
+    assert "holds a results dataset" in caplog.text and str(copy) in caplog.text
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 
 
 def test_report_html_lists_failure_and_missing_systems(report):
@@ -454,8 +588,9 @@ def test_report_data_files_match_aggregate(report, agg):
     out = report.parent
     # Polars may sum in another order from run to run (threads): equal up to float rounding.
     assert_frame_equal(pl.read_parquet(out / "aggregates.parquet"), agg, check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
-    csv = pl.read_csv(out / "aggregates.csv")
-    assert csv.height == agg.height
+    assert not (out / "aggregates.csv").exists()  # the full aggregates only as parquet
+    final = pl.read_csv(out / "final_round.csv")
+    assert final.height == final_round_table(agg).height
     systems = pl.read_csv(out / "systems.csv")
     assert systems.height == 24
     assert systems.filter(pl.col("status") == "failed").height == 1
@@ -517,7 +652,10 @@ def test_report_without_a_grid_still_lists_what_it_has(tmp_path):
     index = build_report(tmp_path / "nogrid", tmp_path / "out", trajectories=False, states=False, formats=("svg",))
     page = index.read_text(encoding="utf-8")
     assert "planned grid is unknown" in page and "ValueError: boom" in page and "more</td>" not in page
-    assert "<svg" in page  # SVG-only reports inline their figures
+    # SVG-only reports show their SVG files
+    shown = re.findall(r'<img src="(figures/[^"]+)"', page)
+    assert shown and all(rel.endswith(".svg") and ET.parse(tmp_path / "out" / rel).getroot().tag.endswith("svg")
+                         for rel in shown)
     systems = pl.read_csv(tmp_path / "out" / "systems.csv")
     assert sorted(systems["status"].to_list()) == ["committed", "failed"]
     delta = _cell(aggregate(store), "moons", "mlp", "generic", "delta_f1", 5)

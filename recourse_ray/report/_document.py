@@ -3,7 +3,8 @@
 ``report._sections`` builds a report once as a ``Document``: a flat list of blocks
 (headings, paragraphs, callouts, tables, figures, preformatted text, link lists).
 ``render_html`` and ``render_markdown`` only decide how each block looks, so both
-outputs hold the same sections in the same order. Headings with a ``toc`` label make
+outputs hold the same sections in the same order. Both link the figure files (the HTML
+does not embed them, which keeps it small: the report folder is opened as a whole). Headings with a ``toc`` label make
 the table of contents (the HTML sidebar, the Markdown "Contents" line).
 
 Sits at the end of the flow: ``documents.build_report`` writes what these return.
@@ -11,9 +12,9 @@ Sits at the end of the flow: ``documents.build_report`` writes what these return
 
 from __future__ import annotations
 
-import base64
 import html
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,12 @@ __all__ = [
     "Document",
     "render_html",
     "render_markdown",
+    "GENERATOR",
+    "png_size",
 ]
+
+# The HTML's generator tag: marks a folder as one this package wrote (documents.build_report).
+GENERATOR = '<meta name="generator" content="recourse_ray.report">'
 
 
 # ---------------------------------------------------------------------------- inline text
@@ -288,12 +294,11 @@ class _Html(_Renderer):
         return "".join(out)
 
     def figure(self, block: Figure) -> str:
-        if "png" in block.files:
-            data = base64.b64encode(block.files["png"].read_bytes()).decode("ascii")
-            body = f'<img src="data:image/png;base64,{data}" alt="{_e(block.title)}">'
-        else:
-            svg = block.files["svg"].read_text(encoding="utf-8")
-            body = svg[svg.find("<svg"):]
+        shown = block.main_file()
+        size = png_size(shown) if shown.suffix == ".png" else None
+        # width/height reserve the space before the image loads; CSS scales it down to the column
+        dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+        body = f'<img src="{_e(self.rel(shown))}" alt="{_e(block.title)}"{dims} loading="lazy">'
         links = " \u00b7 ".join(f'<a href="{_e(self.rel(p))}">{kind.upper()}</a>' for kind, p in block.files.items())
         return (f'<figure id="{_e(block.anchor)}">{body}<figcaption><b>{_e(block.title)}.</b> {_e(block.caption)} '
                 f'<span class="muted">[{links}]</span></figcaption></figure>')
@@ -323,15 +328,25 @@ class _Html(_Renderer):
         title, body = _e(self.doc.title), "".join(self.block(b) for b in self.doc.blocks)
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">" + GENERATOR +
             f"<title>{title}: recourse dynamics report</title><style>{_CSS}</style></head><body>"
             f"<nav><b>{title}</b><ul>{self.contents()}</ul></nav><main>{body}</main>"
             f"<script>{_SORT_JS}</script></body></html>\n"
         )
 
 
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's header, or None when the file is not a PNG."""
+    with path.open("rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
 def render_html(doc: Document, base: Path) -> str:
-    """One self-contained HTML page: a sidebar of contents, figures embedded, sortable tables.
+    """One HTML page: a sidebar of contents, sortable tables, figures linked from the report folder.
 
     Args:
         doc: the report.

@@ -10,6 +10,7 @@ __all__ = [
     "METRIC_LABELS",
     "METRIC_ORDER",
     "SUMMARY_METRICS",
+    "DECISIVENESS_DEFINITIONS",
     "SIGNIFICANT_SHARE",
     "metric_label",
     "order_metrics",
@@ -23,14 +24,25 @@ __all__ = [
 # Metrics of the study's summary figure (SPEC.md section 8), in row order.
 SUMMARY_METRICS = ("domain_mmd", "model_mmd_grid", "delta_f1", "disagreement", "decisiveness", "perturbation")
 
+# What the two decisiveness metrics measure, for captions and the definitions paragraph.
+DECISIVENESS_DEFINITIONS = (
+    "Decisiveness (study text, metric decisiveness) is the mean of (p \u2212 0.5)\u00b2 over the original points, "
+    "p the predicted probability of the target class. Decisiveness (reference code, metric decisiveness_code) is "
+    "what AlgorithmicRecourseDynamics.jl computes: |\u2016p\u2080 \u2212 0.5\u2016 \u2212 \u2016p\u209c \u2212 0.5\u2016|, "
+    "Euclidean norms over the vectors of probabilities on all original points at round 0 and at round t, an "
+    "unnormalised change that is 0 at round 0. See docs/metrics.md."
+)
+
 METRIC_LABELS = {
     "domain_mmd": "Domain MMD (target class)",
     "domain_mmd_negative": "Domain MMD (non-target class)",
     "model_mmd": "Model MMD (PP, data)",
     "model_mmd_grid": "Model MMD (PP, grid)",
     "disagreement": "Disagreement",
-    "decisiveness": "Decisiveness",
-    "delta_decisiveness": "\u0394 decisiveness",
+    # two definitions (docs/metrics.md): the study's text and the reference implementation's code
+    "decisiveness": "Decisiveness (study text)",
+    "decisiveness_code": "Decisiveness (reference code)",
+    "delta_decisiveness": "\u0394 decisiveness (study text)",
     "perturbation": "Perturbation",
     "f1": "F1",
     "delta_f1": "\u0394 F1",

@@ -1,9 +1,12 @@
 """The content of a report, built once as a ``_document.Document``.
 
-``report_document(ctx)`` lays out every section (overview, status, initial model
-scores, one section per dataset, the comparison with the reference implementation when
-one was given, undefined values, files) from a ``ReportContext``: the aggregates, the
-coverage of the sweep and the figures and tables already written. ``_document`` renders
+``report_document(ctx)`` lays out every section from a ``ReportContext`` (the
+aggregates, the coverage of the sweep and the figures and tables already written), the
+results first: one section per dataset (summary figure, final-round tables with the
+reference's numbers beside ours when a reference was given, trajectories, surfaces,
+compute time), the comparison with the reference implementation, initial model scores,
+then how the results came about: status (failures, missing systems), undefined values,
+the sweep's settings, versions, hosts and run times, and the files. ``_document`` renders
 the result as HTML and as Markdown. ``comparison_blocks`` is also the body of
 ``comparison.md`` (``recourse_ray.compare.write_comparison``).
 """
@@ -33,15 +36,22 @@ from recourse_ray.report._document import (
     Strong,
     Table,
 )
-from recourse_ray.report._format import SIGNIFICANT_SHARE, fmt, fmt_mean_std, metric_label, slug
+from recourse_ray.report._format import (
+    DECISIVENESS_DEFINITIONS,
+    SIGNIFICANT_SHARE,
+    fmt,
+    fmt_mean_std,
+    metric_label,
+    slug,
+)
 
 if TYPE_CHECKING:
     from recourse_ray.compare import Comparison
 
-__all__ = ["ReportContext", "TIMING_SCOPE", "comparison_blocks", "report_document"]
+__all__ = ["ReportContext", "TIMING_SCOPE", "SECTION_ORDER", "comparison_blocks", "report_document"]
 
 TIMING_SCOPE = "timing"
-# NaN groups listed in the report at most (all of them are in aggregates.csv).
+# NaN groups listed in the report at most (all of them are in aggregates.parquet).
 MAX_NAN_ROWS = 500
 _DASH = "\u2013"
 
@@ -53,6 +63,10 @@ _DEFINITIONS = (
     f"{SIGNIFICANT_SHARE:.0%} of the seeds have a permutation-test p-value below 0.05. The final round is the last "
     "evaluated round of each cell. See docs/report.md."
 )
+# Anchors of the level-2 sections in reading order; "ds-*" stands for the dataset sections
+# and a section without content (no reference given, no initial scores) is left out.
+SECTION_ORDER = ("ds-*", "reference", "initial", "status", "quality", "sweep", "files")
+_AGREES = {"yes": "\u2713", "no": "\u2717"}
 
 
 @dataclass
@@ -89,13 +103,13 @@ class ReportContext:
 
 
 def report_document(ctx: ReportContext) -> Document:
-    """The whole report, in reading order."""
-    blocks: list[Block] = [*_header(ctx), *_overview(ctx), *_status(ctx), *_initial(ctx)]
+    """The whole report in reading order (``SECTION_ORDER``): the results, then how they came about."""
+    blocks: list[Block] = list(_header(ctx))
     for dataset in ctx.datasets:
         blocks += _dataset(ctx, dataset)
     if ctx.comparison is not None:
         blocks += comparison_blocks(ctx.comparison)
-    blocks += [*_undefined_values(ctx), *_files(ctx)]
+    blocks += [*_initial(ctx), *_status(ctx), *_undefined_values(ctx), *_sweep(ctx), *_files(ctx)]
     return Document(title=ctx.cov.name, blocks=blocks)
 
 
@@ -104,20 +118,27 @@ def _header(ctx: ReportContext) -> list[Block]:
     notice = _partial_notice(ctx.cov)
     banner = (Callout((notice, " ", Link("See the status section.", "#status")), "notice") if notice
               else Callout(("Complete sweep: every planned system is committed.",), "ok"))
-    return [
+    out: list[Block] = [
         Heading(1, f"Recourse dynamics report: {ctx.cov.name}"),
         Paragraph(("Generated ", ctx.generated, " by recourse_ray.report from ", Code(ctx.source), "."), "muted"),
         banner,
     ]
+    if ctx.cov.description:
+        out.append(Paragraph((ctx.cov.description,)))
+    out.append(Paragraph(("Results per dataset come first; the status of every planned system, the sweep's "
+                          "settings, software versions, hosts and run times follow them (",
+                          Link("Sweep", "#sweep"), ").")))
+    return out
 
 
-def _overview(ctx: ReportContext) -> list[Block]:
+def _sweep(ctx: ReportContext) -> list[Block]:
+    """How the results came about: the counts, the spec as run, versions, hosts and run times."""
     cov = ctx.cov
     prov = provenance(cov.manifests)
-    out: list[Block] = [Heading(2, "Overview", "overview", toc="Overview"),
+    title = "Sweep: settings, versions, hosts and run times"
+    out: list[Block] = [Heading(2, title, "sweep", toc="Sweep"),
+                        Heading(3, "Systems and rounds", "overview"),
                         Table(("Item", "Value"), _status_counts(ctx), sortable=False)]
-    if cov.description:
-        out.append(Paragraph((cov.description,)))
     out += [Heading(3, "Sweep settings (sweep.yaml)", "settings", toc="Settings"),
             Preformatted(cov.spec_text, summary="Resolved spec as run", open=True, language="yaml"),
             Heading(3, "Software versions", "versions", toc="Versions")]
@@ -242,22 +263,62 @@ def _final_results(ctx: ReportContext, dataset: str, anchor: str) -> list[Block]
         Paragraph(("Mean \u00b1 std across seeds at the final round; \u2020: at least half of the seeds with p < 0.05. "
                    "Click a column header to sort.",)),
     ]
+    reference, reference_round = _reference_cells(ctx, dataset)
+    compared = {metric for (_, _, metric) in reference}
+    if reference:
+        out.append(Paragraph(("A column headed \u201creference\u201d holds the reference implementation's mean \u00b1 std "
+                              f"across its folds at round {reference_round}, beside ours; \u2713: the two agree, "
+                              "\u2717: they do not, by the rule in ",
+                              Link("Against the reference implementation", "#reference"), ".")))
+    if {"decisiveness", "decisiveness_code"} & ctx.final_metrics.get(dataset, set()):
+        out.append(Paragraph((DECISIVENESS_DEFINITIONS,), "muted"))
     for title, metrics in _final_metric_groups(ctx, dataset):
+        headers = ["Model", "Generator", "Seeds"]
+        for m in metrics:
+            headers += [metric_label(m)] + ([f"{metric_label(m)}: reference"] if m in compared else [])
         rows, classes = [], []
         for r in _final_table_rows(ctx, dataset, metrics):
             cells = [r["model"], r["generator"], (_seed_text(r["have"], r["planned"]), r["have"])]
-            cells += [(_DASH, None) if c is None else (fmt_mean_std(c["mean"], c["std"], c["share_significant"]), c["mean"])
-                      for c in r["cells"]]
+            for m, c in zip(metrics, r["cells"]):
+                cells.append((_DASH, None) if c is None
+                             else (fmt_mean_std(c["mean"], c["std"], c["share_significant"]), c["mean"]))
+                if m in compared:
+                    cells.append(_reference_cell(reference.get((r["model"], r["generator"], m))))
             rows.append(cells)
             classes.append(_row_class(r["have"], r["planned"]))
-        out += [Heading(4, title),
-                Table(("Model", "Generator", "Seeds", *(metric_label(m) for m in metrics)), rows, row_classes=classes)]
+        out += [Heading(4, title), Table(headers, rows, row_classes=classes)]
     if ctx.tables.get(dataset):
         parts: list = ["LaTeX: "]
         for i, path in enumerate(ctx.tables[dataset]):
             parts += [", "] * (i > 0) + [Link(path.name, ctx.rel(path))]
         out.append(Paragraph(parts))
     return out
+
+
+def _reference_cells(ctx: ReportContext, dataset: str) -> tuple[dict[tuple[str, str, str], dict], int | None]:
+    """(model, generator, metric) -> the comparison's row at its last compared round, and that round.
+
+    Empty unless a reference was given for this dataset; cells the reference lacks are left out.
+    """
+    comparison = ctx.comparison
+    if comparison is None or comparison.dataset != dataset or not comparison.rounds:
+        return {}, None
+    last = max(comparison.rounds)
+    table = comparison.table().filter(pl.col("round") == last)
+    cells = {(r["model"], r["generator"], r["metric"]): r for r in table.iter_rows(named=True)
+             if r["reference_mean"] is not None}
+    return cells, last
+
+
+def _reference_cell(row: dict | None) -> tuple[str, float | None]:
+    """The reference's mean ± std with the agreement mark, as a sortable table cell."""
+    if row is None:
+        return _DASH, None
+    from recourse_ray.compare import agree_text
+
+    mark = _AGREES.get(agree_text(row), "")
+    text = fmt_mean_std(row["reference_mean"], row["reference_std"])
+    return (f"{text} {mark}" if mark else text), row["reference_mean"]
 
 
 def comparison_blocks(comparison: Comparison, *, level: int = 2) -> list[Block]:
@@ -331,7 +392,7 @@ def _undefined_values(ctx: ReportContext) -> list[Block]:
                 (str(r["n_nan"]), r["n_nan"]), (str(r["n_seeds"]), r["n_seeds"])) for r in shown.iter_rows(named=True)]),
     ]
     if nan.height > shown.height:
-        out.append(Paragraph((f"First {shown.height} shown; all are in aggregates.csv (column n_nan).",)))
+        out.append(Paragraph((f"First {shown.height} shown; all are in aggregates.parquet (column n_nan).",)))
     return out
 
 
@@ -339,7 +400,7 @@ def _files(ctx: ReportContext) -> list[Block]:
     files = ctx.data_files + [p for ps in ctx.tables.values() for p in ps] + [ctx.out / "report.md"]
     return [Heading(2, "Files and definitions", "files", toc="Files and definitions"),
             LinkList([Link(ctx.rel(p), ctx.rel(p)) for p in files]),
-            Paragraph((_DEFINITIONS,))]
+            Paragraph((_DEFINITIONS,)), Paragraph((DECISIVENESS_DEFINITIONS,))]
 
 
 # ---------------------------------------------------------------------------- shared content

@@ -219,11 +219,20 @@ def initial_scores(source: Source, *, metrics: Sequence[str] = ("f1", "accuracy"
     )
 
 
-def write_table(frame: pl.DataFrame, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write ``frame`` as ``<stem>.csv`` and ``<stem>.parquet`` into ``out_dir``."""
+def write_table(frame: pl.DataFrame, out_dir: str | Path, stem: str, *,
+                formats: Sequence[str] = ("csv", "parquet")) -> list[Path]:
+    """Write ``frame`` as ``<stem>.csv`` and/or ``<stem>.parquet`` into ``out_dir``; returns the paths."""
+    unknown = [f for f in formats if f not in ("csv", "parquet")]
+    if unknown or not formats:
+        raise ValueError(f"The 'formats' parameter of write_table must list 'csv' and/or 'parquet'. Got {tuple(formats)!r} instead.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, parquet_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet"
-    frame.write_csv(csv_path, float_precision=None)
-    frame.write_parquet(parquet_path)
-    return [csv_path, parquet_path]
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{stem}.{fmt}"
+        if fmt == "csv":
+            frame.write_csv(path, float_precision=None)
+        else:
+            frame.write_parquet(path)
+        paths.append(path)
+    return paths

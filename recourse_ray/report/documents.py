@@ -3,21 +3,27 @@
 ``build_report(results_dir, out_dir)`` reads a results dataset (through
 ``recourse_ray.store``; nothing is written there) and writes::
 
-    OUT/index.html             self-contained report (figures embedded), open from disk
+    OUT/index.html             the report; figures are linked from figures/, open it from disk
     OUT/report.md              the same sections in Markdown, figures linked from figures/
-    OUT/figures/*.png|svg      every figure
+    OUT/figures/*.png          every figure (also *.svg with formats=("png", "svg"))
     OUT/tables/*.tex           final-round LaTeX tables
-    OUT/aggregates.csv|parquet cross-seed aggregates (every round and metric)
+    OUT/aggregates.parquet     cross-seed aggregates (every round and metric)
     OUT/final_round.csv|parquet, OUT/initial_scores.csv|parquet, OUT/systems.csv
     OUT/comparison/            with ``reference=``: comparison.csv, comparison.md, agreement.json
+
+Nothing else: the report never copies the rows, manifests or states of the results
+dataset into its folder. Rebuilding into a folder that holds an earlier report
+removes the figures, tables and data files of that report that this build did not
+write again (a figure format or a metric that is gone), and nothing else.
 
 A partial sweep reports too: systems that the grid plans but that are not committed
 are listed (failed ones with their first error line), cells with fewer seeds than
 planned are marked, and the aggregates use the committed systems only.
 
-Given the output file of the reference implementation (``reference=``), the report adds
-a section "Against the reference implementation" (``recourse_ray.compare``): the
-final-round cells side by side and the agreement rate.
+Given the output file of the reference implementation (``reference=``), the final-round
+tables of the compared dataset show the reference's numbers beside ours, and the report
+adds a section "Against the reference implementation" (``recourse_ray.compare``): the
+agreement rule, the agreement rates and every compared cell.
 
 The flow: read and aggregate once (``ReportContext``), write the data files, draw the
 figures and LaTeX tables, then build the document once (``_sections``) and render it
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -37,11 +44,12 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from recourse_ray.report._coverage import coverage
-from recourse_ray.report._document import Figure, render_html, render_markdown
-from recourse_ray.report._format import SUMMARY_METRICS, metric_label, order_metrics, slug
+from recourse_ray.report._document import GENERATOR, Figure, render_html, render_markdown
+from recourse_ray.report._format import DECISIVENESS_DEFINITIONS, SUMMARY_METRICS, metric_label, order_metrics, slug
 from recourse_ray.report._sections import TIMING_SCOPE, ReportContext, report_document
 from recourse_ray.report.aggregation import aggregate, final_round_table, initial_scores, open_store, write_table
 from recourse_ray.report.figures import (
+    DEFAULT_DPI,
     figure_style,
     initial_scores_figure,
     iter_summary_figures,
@@ -65,6 +73,13 @@ LATEX_TABLES = {
     "": SUMMARY_METRICS,
     "_outcomes": ("f1", "accuracy", "delta_accuracy", "recourse_validity", "recourse_cost", "share_recourse"),
 }
+# Files of an earlier report that a rebuild may remove when it does not write them again:
+# figures/<these stems>.png|svg, tables/final_*.tex and these data files.
+_FIGURE_STEMS = re.compile(r"(summary|trajectory|timing|state)_.+|initial_scores")
+_DATA_FILES = ("aggregates.csv", "aggregates.parquet", "final_round.csv", "final_round.parquet",
+               "initial_scores.csv", "initial_scores.parquet", "systems.csv")
+# The trajectory figure of decisiveness also shows the reference code's definition.
+_SHOWN_WITH = {"decisiveness": "decisiveness_code"}
 # systems.csv: a system's names, its status and its key / first error line
 _SYSTEMS_SCHEMA = {**{c: POLARS_SCHEMA[c] for c in ("dataset", "model", "generator", "seed")},
                    "status": pl.String, "system_key": pl.String, "error": pl.String}
@@ -75,8 +90,8 @@ def build_report(
     results_dir: str | Path | ResultsStore,
     out_dir: str | Path,
     *,
-    formats: Sequence[str] = ("png", "svg"),
-    dpi: int = 150,
+    formats: Sequence[str] = ("png",),
+    dpi: int = DEFAULT_DPI,
     trajectories: bool = True,
     states: bool = True,
     reference: str | Path | None = None,
@@ -88,8 +103,9 @@ def build_report(
         results_dir: the sweep's results directory (``<results-root>/<sweep-name>``),
             a URI pyarrow understands, or a ``ResultsStore``.
         out_dir: the report folder (created; existing files of the same names are replaced).
-        formats: figure formats to write, a subset of ("png", "svg"); the HTML embeds
-            the PNG when written, else inlines the SVG.
+        formats: figure formats to write, a subset of ("png", "svg"); ("png", "svg")
+            adds vector figures. The HTML and Markdown show the PNG when written, else
+            the SVG, as linked files.
         dpi: resolution of PNG figures (and of rasterised parts of SVGs).
         trajectories: draw the per-metric trajectory figures (the bulk of the figures).
         states: draw data/decision-surface figures from stored 2-D states.
@@ -115,6 +131,8 @@ def build_report(
     store = open_store(results_dir)
     comparison = _comparison(store, reference, mapping) if reference is not None else None
     out = Path(out_dir)
+    previous = _earlier_report_files(out)
+    _warn_about_results_inside(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
 
@@ -125,7 +143,8 @@ def build_report(
                 phases["read and aggregate"])
 
     mark = time.perf_counter()
-    ctx.data_files += write_table(ctx.agg, out, "aggregates")
+    # the full aggregates only as parquet: as CSV they were the largest file of a report
+    ctx.data_files += write_table(ctx.agg, out, "aggregates", formats=("parquet",))
     ctx.data_files += write_table(ctx.final, out, "final_round")
     ctx.data_files += write_table(ctx.scores, out, "initial_scores")
     ctx.data_files.append(_write_systems(ctx))
@@ -148,6 +167,7 @@ def build_report(
     (out / "report.md").write_text(render_markdown(document, out), encoding="utf-8")
     index = out / "index.html"
     index.write_text(render_html(document, out), encoding="utf-8")
+    _remove_stale(ctx, previous)
     phases["documents"] = time.perf_counter() - mark
     phases["total"] = time.perf_counter() - started
     logger.info("report written to %s in %.2fs (%d figures; %s)", out, phases["total"], n_figures,
@@ -263,7 +283,10 @@ def _draw_trajectories(ctx: ReportContext, dataset: str, emit, styles: dict) -> 
     ds = slug(dataset)
     present = ctx.agg_metrics.get(dataset, set())
     timing_here = [m for m in ctx.metrics if m in present and ctx.scopes.get(m) == TIMING_SCOPE]
-    groups = [[m] for m in ctx.metrics if m in present and m not in timing_here]
+    companions = {m: c for m, c in _SHOWN_WITH.items() if m in present and c in present}
+    shown_as_companion = set(companions.values())
+    groups = [[m, companions[m]] if m in companions else [m] for m in ctx.metrics
+              if m in present and m not in timing_here and m not in shown_as_companion]
     if timing_here:
         groups.append(timing_here)
     for metrics, fig in iter_trajectory_figures(ctx.agg, dataset=dataset, metric_groups=groups,
@@ -271,6 +294,11 @@ def _draw_trajectories(ctx: ReportContext, dataset: str, emit, styles: dict) -> 
         if metrics == timing_here:
             emit(f"{dataset}/timing", f"timing_{ds}", "Compute time per evaluation round",
                  "Wall-clock seconds spent per phase, mean across seeds and 95 % t-interval.", fig)
+        elif len(metrics) == 2 and metrics[0] == "decisiveness":
+            emit(f"{dataset}/trajectories", f"trajectory_{ds}_decisiveness",
+                 "Decisiveness: study text (top) and reference code (bottom)",
+                 "Both definitions over rounds: mean across seeds (line) and 95 % t-interval (band). "
+                 + DECISIVENESS_DEFINITIONS, fig)
         else:
             metric = metrics[0]
             emit(f"{dataset}/trajectories", f"trajectory_{ds}_{slug(metric)}", metric_label(metric),
@@ -314,6 +342,48 @@ def _lowest_seed_with_state(ctx: ReportContext, with_state: set[str]) -> dict[tu
             if cell not in chosen or sid.seed < chosen[cell][0]:
                 chosen[cell] = (sid.seed, key)
     return chosen
+
+
+def _earlier_report_files(out: Path) -> set[Path]:
+    """The files a rebuild may replace or remove: those of an earlier report in ``out`` (empty if there is none).
+
+    A folder counts as a report folder only when its index.html was written by this
+    package, so a report pointed at an unrelated folder never removes anything.
+    """
+    index = out / "index.html"
+    try:
+        with index.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return set()
+    if GENERATOR not in head and "recourse dynamics report</title>" not in head:
+        return set()
+    files = {p for p in (out / "figures").glob("*") if p.suffix in (".png", ".svg") and _FIGURE_STEMS.fullmatch(p.stem)}
+    files |= set((out / "tables").glob("final_*.tex"))
+    files |= {out / name for name in _DATA_FILES if (out / name).is_file()}
+    return {p for p in files if p.is_file()}
+
+
+def _remove_stale(ctx: ReportContext, previous: set[Path]) -> None:
+    """Remove the earlier report's files that this build did not write again."""
+    written = {p for refs in ctx.figures.values() for fig in refs for p in fig.files.values()}
+    written |= {p for paths in ctx.tables.values() for p in paths} | set(ctx.data_files)
+    stale = sorted(previous - written)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d files of the earlier report in %s that this build does not write: %s", len(stale),
+                    ctx.out, ", ".join(ctx.rel(p) for p in stale[:10]) + (", ..." if len(stale) > 10 else ""))
+
+
+def _warn_about_results_inside(out: Path) -> None:
+    """Warn when the report folder holds a results dataset (e.g. a copy made by hand): it does not belong there."""
+    for pattern in ("sweep.yaml", "*/sweep.yaml", "*/*/sweep.yaml"):
+        for spec in out.glob(pattern):
+            if (spec.parent / "rows").is_dir() or (spec.parent / "manifest").is_dir():
+                logger.warning("the report folder %s holds a results dataset (%s); the report neither reads nor "
+                               "writes it, and a report folder should hold the report only: move it elsewhere",
+                               out, spec.parent)
 
 
 def _write_latex(ctx: ReportContext) -> None:

@@ -27,7 +27,7 @@ _LATEX_SPECIAL = {
 _LATEX_LABELS = {
     "delta_f1": r"$\Delta$ F1",
     "delta_accuracy": r"$\Delta$ accuracy",
-    "delta_decisiveness": r"$\Delta$ decisiveness",
+    "delta_decisiveness": r"$\Delta$ decisiveness (study text)",
 }
 
 
