@@ -266,8 +266,6 @@ def test_sweep_scales_an_autoscaling_cluster_from_a_cpu_less_head(autoscaling_cl
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known gap (issue 18 left open): lockstep admission re-reads capacity but "
-                   "expresses no pending demand beyond one cohort, so the autoscaler does not add nodes for it")
 def test_lockstep_cohorts_scale_an_autoscaling_cluster(autoscaling_cluster, tmp_path):
     text = SWEEP.replace("seeds: 2", "seeds: 4") + "simulation_selection_placeholder: 0\n"
     text = text.replace("simulation: {rounds: 4,", "simulation: {selection: lockstep, rounds: 4,").replace(

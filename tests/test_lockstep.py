@@ -414,9 +414,9 @@ def test_ctrl_c_kills_the_cohorts_actors(ray_session, tmp_path, monkeypatch):
     acquire = _lockstep._ActorPool.acquire
 
     def recording(self, n):
-        actors = acquire(self, n)
-        created.extend(actors)
-        return actors
+        gang = acquire(self, n)
+        created.extend(gang.actors)
+        return gang
 
     def interrupt_once_started(self, now):
         if any(run.t >= 1 for run in self.running):
@@ -474,3 +474,29 @@ def test_cli_kill_driver_then_resume_equals_uninterrupted(tmp_path, ray_session)
     ours = _stored(results / "lock")
     assert ours.height > 0 and ours.equals(_stored(reference))
     assert ours.select("system_key", "round", "metric").is_duplicated().sum() == 0
+
+
+def test_admission_keeps_demand_beyond_the_cpus_on_a_joined_cluster_only():
+    """The in-flight rule of _cluster.py admits cohorts past the CPUs there are on a joined cluster (autoscaler
+    demand: their placement groups wait, holding nothing); the embedded Ray admits only what fits."""
+    from types import SimpleNamespace
+
+    from recourse_ray.sweep._cluster import MIN_PENDING, in_flight_limit
+    from recourse_ray.sweep._lockstep import Cohort, _CohortExecution
+
+    cohort = Cohort(key="k", label="overlapping/seed=0", members=(None,) * 4, to_write=frozenset())
+    ex = object.__new__(_CohortExecution)
+    ex.cohort_cpus, ex.cluster_cpus = 1.0, 1.0  # a CPU-less head counts as one CPU
+    ex.view = SimpleNamespace(joined=True, limit=in_flight_limit(0, joined=True))
+    ex.running = []
+    assert ex._fits(cohort)
+    ex.running = [SimpleNamespace(cpus=1.0, cohort=cohort)] * 3  # 3 CPUs in flight on 1
+    assert ex._fits(cohort)
+    ex.running = [SimpleNamespace(cpus=1.0, cohort=cohort)] * (MIN_PENDING // 4)  # the limit: 64 systems
+    assert not ex._fits(cohort)
+    ex.view = SimpleNamespace(joined=False, limit=in_flight_limit(2, joined=False) * 4)
+    ex.cluster_cpus = 2.0
+    ex.running = [SimpleNamespace(cpus=1.0, cohort=cohort)]
+    assert ex._fits(cohort)
+    ex.running = [SimpleNamespace(cpus=1.0, cohort=cohort)] * 2
+    assert not ex._fits(cohort)

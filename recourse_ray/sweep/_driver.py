@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -329,7 +330,9 @@ def run_sweep(
         logger.error("Stopping the sweep: %s", outcome.storage_error)
     finally:
         bar.close()
-        signal.signal(signal.SIGINT, previous_sigint)
+        # Only the main thread may set handlers (a sweep run from another thread changed none).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous_sigint)
         if started_ray:
             ray.shutdown()
     outcome.seconds = time.perf_counter() - start
@@ -488,6 +491,8 @@ def _commit(run: _Running, summary: dict, store: ResultsStore, store_states: boo
         "node_id": summary["node_id"],
         "threads": summary["threads"],
         "max_rss_mb": summary["max_rss_mb"],
+        "rss_window": summary.get("rss_window"),
+        "setup_max_rss_mb": summary.get("setup_max_rss_mb"),
         # Wall-clock times (time.time()) at which the system's task started and ended.
         "started_at": summary.get("started_at"),
         "ended_at": summary.get("ended_at"),

@@ -16,10 +16,10 @@ Resources. A cohort of n systems reserves ``cohort_cpus`` CPUs (default min(n, c
 CPUs)), shared equally by its actors: each asks for ``cohort_cpus / n`` rounded *down*
 to Ray's precision of 1e-4 (rounded up, n of them could exceed the cluster and the last
 one would never be placed), and runs torch on one thread. The coordinator holds none. A
-cohort is admitted only whole, while the CPUs of the cohorts in flight fit the cluster
-(two cohorts that each hold part of their actors would wait for each other forever), and
-only once its setup (data split, pretrained models, VAE) exists, so that actors never hold
-the CPUs a pretraining task needs. Actors are reused from cohort to cohort (a worker
+cohort is admitted only whole (see Cluster below: two cohorts that each hold part of
+their actors would wait for each other forever), and only once its setup (data split,
+pretrained models, VAE) exists, so that actors never hold the CPUs a pretraining task
+needs. Actors are reused from cohort to cohort (a worker
 process takes seconds to start); idle ones are released after every admission pass.
 
 Commit and resume. When every member has finished, each member not yet committed is
@@ -36,10 +36,11 @@ counted from the cohort's first round-0 reply, or from its admission while no me
 replied (so a member that hangs before round 0 is cancelled too). Ctrl-C, SIGTERM and
 SIGHUP kill the actors of every cohort in flight; committed cohorts are kept.
 
-Cluster. Admission follows the cluster: its CPUs (and the in-flight limit of
-``_cluster.py``) are re-read every few seconds, so cohorts are admitted as worker nodes
-join. The first cohort is admitted even on a head without CPUs; its actors are the
-demand the autoscaler scales on. Ray task names (``lockstep round T dataset/model/
+Cluster. Each cohort's actors form one placement group, reserved whole or not at all.
+On a cluster the driver joined, cohorts are admitted up to the in-flight limit of
+``_cluster.py`` (re-read every few seconds), beyond its CPUs: the pending placement
+groups hold nothing and are the demand the autoscaler scales on. On the embedded Ray a
+cohort is admitted only while its CPUs fit; the first is admitted whatever the CPUs. Ray task names (``lockstep round T dataset/model/
 generator/seed=S``) tell the members' calls apart in the dashboard and timeline.
 """
 
@@ -54,6 +55,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from recourse_ray import spec as spec_mod
 from recourse_ray.simulation import cohort_candidates
@@ -141,40 +144,70 @@ def cohort_timeout(timeout_s: float | None, n_systems: int, cohort_cpus: float) 
     return None if timeout_s is None else timeout_s * n_systems / cohort_cpus
 
 
+@dataclass(eq=False)
+class _Gang:
+    """The actors of one cohort and the placement group that reserves their CPUs all at once.
+
+    Ray places a placement group whole or not at all, so a cohort waiting for CPUs holds
+    none of them (no two cohorts can each hold part of what they need), and its pending
+    bundles are demand the autoscaler scales on.
+    """
+
+    group: object
+    actors: list
+    ready: object  # ObjectRef, resolved once every bundle is reserved
+
+
 class _ActorPool:
-    """Member actors of one CPU size (and ``memory=`` resource), reused across cohorts; ``close`` kills every one."""
+    """Gangs of member actors of one CPU size (and ``memory=``), reused across cohorts; ``close`` kills every one."""
 
     def __init__(self, cpus: float, memory: int | None = None) -> None:
         self.cpus, self.memory = cpus, memory
-        self.idle: list = []
-        self.live: list = []
+        self.idle: list[_Gang] = []
+        self.live: list[_Gang] = []
 
-    def acquire(self, n: int) -> list:
-        take, self.idle = self.idle[:n], self.idle[n:]
+    def acquire(self, n: int) -> _Gang:
+        """A gang of at least ``n`` actors: an idle one of that size, else a new one (placed when Ray can)."""
+        for gang in self.idle:
+            if len(gang.actors) == n:
+                self.idle.remove(gang)
+                return gang
+        resources = {"CPU": self.cpus} | ({"memory": self.memory} if self.memory else {})
+        group = placement_group([resources] * n, strategy="PACK")
         options = {"num_cpus": self.cpus} | ({"memory": self.memory} if self.memory else {})
-        fresh = [_tasks.SystemActor.options(**options).remote() for _ in range(n - len(take))]
-        self.live.extend(fresh)
-        return take + fresh
+        actors = [
+            _tasks.SystemActor.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=i)).remote()
+            for i in range(n)
+        ]
+        gang = _Gang(group=group, actors=actors, ready=group.ready())
+        self.live.append(gang)
+        return gang
 
-    def release(self, actors: list) -> None:
-        self.idle.extend(actors)
+    def release(self, gang: _Gang) -> None:
+        self.idle.append(gang)
 
-    def discard(self, actors: list) -> None:
-        gone = {id(a) for a in actors}
-        self.live = [a for a in self.live if id(a) not in gone]
-        self.idle = [a for a in self.idle if id(a) not in gone]
-        for a in actors:
+    def discard(self, gang: _Gang) -> None:
+        self.live = [g for g in self.live if g is not gang]
+        self.idle = [g for g in self.idle if g is not gang]
+        for a in gang.actors:
             try:
                 ray.kill(a, no_restart=True)
             except Exception:  # noqa: BLE001 - already dead, or Ray shutting down
                 pass
+        try:
+            remove_placement_group(gang.group)
+        except Exception:  # noqa: BLE001 - Ray shutting down
+            pass
 
     def trim(self) -> None:
-        """Kill the idle actors: their CPUs may be what a pretraining task waits for."""
-        self.discard(list(self.idle))
+        """Kill the idle gangs: their CPUs may be what a pretraining task waits for."""
+        for gang in list(self.idle):
+            self.discard(gang)
 
     def close(self) -> None:
-        self.discard(list(self.live))
+        for gang in list(self.live):
+            self.discard(gang)
 
 
 @dataclass
@@ -183,11 +216,12 @@ class _CohortRun:
 
     cohort: Cohort
     attempt: int
-    actors: list
+    gang: _Gang
     cpus: float
     timeout: float | None
     admitted: float
     phase: str = "start"  # start -> advance (rounds 1..T) -> finish
+    placed: bool = False  # its placement group holds its CPUs (the timeout runs from then)
     t: int = 0
     started: float | None = None
     rounds_counted: int = 0
@@ -200,6 +234,10 @@ class _CohortRun:
     saturated_s: float = 0.0
     _busy: int = 0
     _since: float = 0.0
+
+    @property
+    def actors(self) -> list:
+        return self.gang.actors[: self.cohort.n_systems]
 
     def __post_init__(self) -> None:
         n = self.cohort.n_systems
@@ -254,12 +292,21 @@ class _CohortExecution:
         return cohort.key in self.ready
 
     def _fits(self, cohort: Cohort) -> bool:
+        """Whether to admit ``cohort`` now: always when none runs; then by the in-flight rule.
+
+        On a cluster the driver joined, cohorts are admitted up to the systems-in-flight
+        limit of ``_cluster.py`` (the independent path's rule), beyond the CPUs there are:
+        each waits, holding nothing, until its placement group is placed, and its bundles
+        are the demand the autoscaler adds nodes for. On the embedded Ray, which cannot
+        grow, only while the cohorts' CPUs fit.
+        """
         if not self.running:
             return True
-        used = sum(r.cpus for r in self.running)
         in_flight = sum(r.cohort.n_systems for r in self.running)
-        return (used + self.cohort_cpus <= self.cluster_cpus + 1e-9
-                and in_flight + cohort.n_systems <= self.view.limit)
+        if in_flight + cohort.n_systems > self.view.limit:
+            return False
+        used = sum(r.cpus for r in self.running)
+        return self.view.joined or used + self.cohort_cpus <= self.cluster_cpus + 1e-9
 
     def submit(self) -> None:
         """Admit every queued cohort that is ready and fits, in order; then release idle actors."""
@@ -277,7 +324,7 @@ class _CohortExecution:
         self.bar.update(running=sum(len(r.cohort.to_write) for r in self.running))
 
     def _admit(self, cohort: Cohort, attempt: int) -> None:
-        run = _CohortRun(cohort=cohort, attempt=attempt, actors=self.pool.acquire(cohort.n_systems),
+        run = _CohortRun(cohort=cohort, attempt=attempt, gang=self.pool.acquire(cohort.n_systems),
                          cpus=self.cohort_cpus, admitted=time.perf_counter(),
                          timeout=cohort_timeout(cohort.members[0].timeout_s, cohort.n_systems, self.cohort_cpus))
         self.running.append(run)
@@ -312,6 +359,7 @@ class _CohortExecution:
             return
         if run.started is None:
             run.started = now
+            run.placed = True
         member = run.cohort.members[i]
         if run.phase == "finish":
             run.summaries[i] = reply
@@ -375,7 +423,7 @@ class _CohortExecution:
                     extra={"cohort": info, "cpu_s": summary["cpu_s"]})
             self.outcome.done.append(m.key)
             self.bar.update(done=1)
-        self.pool.release(run.actors)
+        self.pool.release(run.gang)
         logger.info("Cohort %s: %d systems in %.1f s, CPU use %.0f%% of %g CPUs (saturated %.0f%% of the time).",
                     cohort.label, cohort.n_systems, wall, 100 * (info["cpu_utilisation"] or 0), run.cpus,
                     100 * (info["saturated_share"] or 0))
@@ -387,7 +435,7 @@ class _CohortExecution:
         run.pending.clear()
         if run in self.running:
             self.running.remove(run)
-        self.pool.discard(run.actors)
+        self.pool.discard(run.gang)
 
     def fail(self, run: _CohortRun, i: int | None, first: str, full: str) -> None:
         """Record every member not committed as failed; member ``i`` (None: the cohort itself) caused it."""
@@ -424,10 +472,21 @@ class _CohortExecution:
                        _tasks.format_exception(exc)[0], run.attempt + 2, MAX_COHORT_RETRIES + 1)
         self.queue.appendleft((run.cohort, run.attempt + 1))
 
+    def _placed(self, run: _CohortRun, now: float) -> bool:
+        """Whether the cohort's CPUs are reserved; the first time they are, its clock restarts."""
+        if not run.placed:
+            done, _ = ray.wait([run.gang.ready], timeout=0, fetch_local=False)
+            if done:
+                run.placed, run.admitted, run._since = True, now, now
+        return run.placed
+
     def cancel_overdue(self, now: float) -> None:
         for run in list(self.running):
-            # From the first reply, or from admission while none came (a member stuck in start).
-            if run.timeout and now - (run.admitted if run.started is None else run.started) > run.timeout:
+            # A cohort waiting for nodes (its placement group pending) is not late.
+            if not run.timeout or not self._placed(run, now):
+                continue
+            # From the first reply, or from placement while none came (a member stuck in start).
+            if now - (run.admitted if run.started is None else run.started) > run.timeout:
                 s = run.cohort.members[0]
                 self.fail(run, None, (
                     f"TimeoutError: the lockstep cohort {run.cohort.label} exceeded its timeout of {run.timeout:g} s "

@@ -10,6 +10,8 @@ between rounds and the coordinator in ``_lockstep.py`` drives it round by round.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import platform
 import resource
@@ -20,7 +22,8 @@ import traceback
 import ray
 
 __all__ = ["pretrain_task", "vae_task", "system_task", "CohortMember", "SystemActor", "versions", "pin_threads",
-           "format_exception", "task_name", "memory_bytes", "BASE_MEMORY_MB", "MEMORY_PER_VALUE_BYTES"]
+           "format_exception", "task_name", "memory_bytes", "BASE_MEMORY_MB", "MEMORY_PER_VALUE_BYTES",
+           "start_peak_window", "peak_rss_mb"]
 
 #: Peak RSS of a worker running one system before its data counts (torch, numba, Ray's
 #: worker), measured at 431-437 MB on ``overlapping`` with 200 to 10,000 rows (Linux,
@@ -53,6 +56,44 @@ def memory_bytes(n_rows: int, n_features: int) -> int | None:
 def task_name(spec, what: str = "system") -> str:
     """The Ray task name of a system's task: what the dashboard, ``ray list tasks`` and the timeline show."""
     return f"{what} {spec.dataset}/{spec.model}/{spec.generator}/seed={spec.seed}"
+
+
+def start_peak_window() -> str:
+    """Free what the last task left and start measuring this task's peak RSS afresh.
+
+    Ray reuses worker processes, so the process's lifetime peak (``ru_maxrss``) mixes
+    tasks. Garbage collection and glibc's ``malloc_trim(0)`` return the previous task's
+    freed memory to the system; writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0)
+    resets the kernel's high-water mark, so :func:`peak_rss_mb` then reads the peak of
+    this task alone (libraries already loaded still count: they are resident).
+
+    Returns:
+        ``"task"`` when the window was reset, ``"process"`` where it cannot be (the peak
+        read later is then the process's lifetime peak, an upper bound for the task).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "task"
+    except OSError:
+        return "process"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size (MiB) since :func:`start_peak_window` (``VmHWM``), or the process's (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def pin_threads() -> int:
@@ -92,6 +133,7 @@ def versions() -> dict:
 def _pretrain(split, spec) -> dict:
     from recourse_ray.simulation import pretrain_model
 
+    window = start_peak_window()
     pin_threads()
     train, _ = split
     start = time.perf_counter()
@@ -104,12 +146,13 @@ def _pretrain(split, spec) -> dict:
         options=spec.model_params,
         dataset_name=spec.dataset,
     )
-    return {"model": model, "seconds": time.perf_counter() - start}
+    return {"model": model, "seconds": time.perf_counter() - start, "max_rss_mb": peak_rss_mb(), "rss_window": window}
 
 
 def _pretrain_vae(split, spec) -> dict:
     from recourse_ray.simulation import pretrain_vae
 
+    window = start_peak_window()
     pin_threads()
     train, _ = split
     start = time.perf_counter()
@@ -117,7 +160,7 @@ def _pretrain_vae(split, spec) -> dict:
         train, setup_seed=spec.setup_seed, sweep_seed=spec.sweep_seed, settings=spec.setup, dataset_name=spec.dataset,
         owner=spec.vae_owner,
     )
-    return {"vae": vae, "seconds": time.perf_counter() - start}
+    return {"vae": vae, "seconds": time.perf_counter() - start, "max_rss_mb": peak_rss_mb(), "rss_window": window}
 
 
 def _build_system(spec, split, pretrained, vae_out):
@@ -145,8 +188,9 @@ def _build_system(spec, split, pretrained, vae_out):
     )
 
 
-def _summary(system, *, seconds: float, pretrained, vae_out, threads: int, store_state: bool) -> dict:
-    """The final message of a system: timings, where it ran, versions and (optionally) its state."""
+def _summary(system, *, seconds: float, pretrained, vae_out, threads: int, store_state: bool, window: str) -> dict:
+    """The final message of a system: timings, where it ran, memory, versions and (optionally) its state."""
+    setup_peaks = [p.get("max_rss_mb") for p in (pretrained, vae_out) if p is not None and p.get("max_rss_mb")]
     return {
         "kind": "done",
         "seconds": seconds,
@@ -156,9 +200,12 @@ def _summary(system, *, seconds: float, pretrained, vae_out, threads: int, store
         "host": socket.gethostname(),
         "node_id": _node_id(),
         "threads": threads,
-        # Peak RSS of the worker process so far (Linux reports KiB): an upper bound for this
-        # system, since Ray reuses workers across tasks (and a lockstep actor across cohorts).
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Peak RSS of this system's task (rss_window "task"), or of the worker process so
+        # far where the peak cannot be reset ("process": an upper bound, Ray reuses workers).
+        "max_rss_mb": peak_rss_mb(),
+        "rss_window": window,
+        # The largest peak of the pretraining tasks whose model / VAE this system used.
+        "setup_max_rss_mb": max(setup_peaks) if setup_peaks else None,
         "versions": versions(),
         "state": system.state_arrays() if store_state else None,
     }
@@ -172,13 +219,14 @@ def _run_system(spec, split, pretrained, vae_out, store_state: bool):
     """
     started_at = time.time()
     yield {"kind": "started", "time": started_at, "node_id": _node_id(), "pid": os.getpid()}
+    window = start_peak_window()
     threads = pin_threads()
     start = time.perf_counter()
     system = _build_system(spec, split, pretrained, vae_out)
     for out in system.run():
         yield {"kind": "round", "round": out.round, "rows": out.rows}
     summary = _summary(system, seconds=time.perf_counter() - start, pretrained=pretrained, vae_out=vae_out,
-                       threads=threads, store_state=store_state)
+                       threads=threads, store_state=store_state, window=window)
     yield {**summary, "started_at": started_at, "ended_at": time.time()}
 
 
@@ -206,10 +254,12 @@ class CohortMember:
         Returns:
             {"rows": round-0 rows, "candidates": (n_train,) bool, "pid": worker process}.
         """
+        self._window = start_peak_window()
         self._clock = (time.perf_counter(), time.process_time())
         self._started_at = time.time()
-        # Only the setup's timings are kept: the model and VAE are cloned into the system.
-        self._setup = ({"seconds": pretrained["seconds"]}, None if vae_out is None else {"seconds": vae_out["seconds"]})
+        # Only the setup's timings and peaks are kept: the model and VAE are cloned into the system.
+        self._setup = tuple(None if out is None else {k: out.get(k) for k in ("seconds", "max_rss_mb")}
+                            for out in (pretrained, vae_out))
         self.system = _build_system(spec, split, pretrained, vae_out)
         out = self.system.start()
         return {"rows": out.rows, "candidates": self.system.candidates(), "pid": os.getpid()}
@@ -230,7 +280,7 @@ class CohortMember:
         wall0, cpu0 = self._clock
         pretrained, vae_out = self._setup
         summary = _summary(self.system, seconds=time.perf_counter() - wall0, pretrained=pretrained, vae_out=vae_out,
-                           threads=1, store_state=store_state)
+                           threads=1, store_state=store_state, window=self._window)
         summary["cpu_s"] = time.process_time() - cpu0
         summary["started_at"], summary["ended_at"] = self._started_at, time.time()
         self.system = self._setup = None
