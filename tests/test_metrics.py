@@ -516,3 +516,15 @@ def test_make_grid_is_uniform_in_the_bounding_box():
 def test_make_grid_validates(X, n_grid, match):
     with pytest.raises(ValueError, match=match):
         make_grid(X, n_grid, 0)
+
+
+def test_grid_saturation_counts_grid_points_at_0_or_1():
+    """Hand-made grid probabilities 0.3, 1 - 1e-7, 1e-9 and 0.9: two of four within 1e-6 of 0 or 1."""
+    from recourse_ray.metrics import system as S
+
+    class Inputs:
+        def proba(self, which, where):
+            assert (which, where) == ("current", "grid")
+            return np.array([0.3, 1 - 1e-7, 1e-9, 0.9])
+
+    assert S.grid_saturation(Inputs()) == pytest.approx(0.5)

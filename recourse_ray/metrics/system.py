@@ -797,6 +797,21 @@ def decisiveness_code(inputs: MetricInputs) -> float:
     return float(abs(before - after))
 
 
+# A diagnostic of model_mmd_grid (not a SPEC §6 metric).
+@register("grid_saturation", "model")
+def grid_saturation(inputs: MetricInputs) -> float:
+    """Share of the grid's points where the current model's probability is within 1e-6 of 0 or 1.
+
+    A diagnostic of ``model_mmd_grid``: where the grid lies far from the data (a per-feature
+    box in many dimensions), the model's logits there are large and its probabilities round
+    to 0 or 1. Once the current model saturates the whole grid, ``model_mmd_grid`` is a
+    function of the round-0 model's grid probabilities alone, the same for every generator
+    (docs/reproduction.md, credit default).
+    """
+    p = inputs.proba("current", "grid")
+    return float(np.mean((p <= 1e-6) | (p >= 1.0 - 1e-6)))
+
+
 def _benchmark_mean(field_name: str) -> Callable[[MetricInputs], float | None]:
     def compute(inputs: MetricInputs) -> float | None:
         stats = inputs.ctx.recourse
