@@ -7,10 +7,33 @@ Layers (each a subpackage): ``data`` and ``models`` -> ``generators`` and ``metr
 ``recourse-ray report`` do, from a script or a notebook.
 """
 
+from typing import TYPE_CHECKING
+
 from recourse_ray import data, generators, metrics, models
 from recourse_ray.constraints import Constraints
-from recourse_ray._api import SimulationResult, plot_system, simulate
-from recourse_ray._sweep_api import build_report, load_results, run_sweep
+
+if TYPE_CHECKING:
+    from recourse_ray._api import SimulationResult, plot_system, simulate
+    from recourse_ray._sweep_api import build_report, load_results, run_sweep
+
+# The Python API loads on first use: a Ray worker, which only unpickles specs and runs a
+# system, then never imports polars and pyarrow (about 100 MB of resident memory each).
+_LAZY = {"simulate": "_api", "plot_system": "_api", "SimulationResult": "_api",
+         "run_sweep": "_sweep_api", "load_results": "_sweep_api", "build_report": "_sweep_api"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"recourse_ray.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'recourse_ray' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 __all__ = [

@@ -27,7 +27,7 @@ from recourse_ray import models as models_mod
 from recourse_ray._rng import make_rng
 from recourse_ray.constraints import Constraints
 from recourse_ray.settings import SetupSettings, SimulationSettings
-from recourse_ray.store import identity_row
+from recourse_ray._identity import identity_row
 
 __all__ = [
     "SimulationSettings",

@@ -39,7 +39,7 @@ from recourse_ray._config import INT64_MAX, INT64_MIN, build_settings, is_int, i
 from recourse_ray._registry import import_object, is_import_path, suggest, user_error
 from recourse_ray.constraints import Constraints
 from recourse_ray.settings import EXECUTION_ONLY, SetupSettings, SimulationSettings
-from recourse_ray.store import identity_row
+from recourse_ray._identity import identity_row
 
 __all__ = ["SpecError", "SweepSpec", "SystemSpec", "load", "loads", "parse", "expand_grid"]
 

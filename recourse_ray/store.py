@@ -44,6 +44,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from recourse_ray._identity import IDENTITY_COLUMNS, identity_row
+
 __all__ = [
     "IDENTITY_COLUMNS",
     "PARTITION_COLUMNS",
@@ -78,7 +80,9 @@ ROW_SCHEMA = pa.schema(
         ("p_value", pa.float64()),
     ]
 )
-IDENTITY_COLUMNS = tuple(ROW_SCHEMA.names[: ROW_SCHEMA.get_field_index("seed") + 1])
+# Defined in _identity (the workers' import, without pyarrow); the schema must start with them.
+if tuple(ROW_SCHEMA.names[: ROW_SCHEMA.get_field_index("seed") + 1]) != IDENTITY_COLUMNS:
+    raise ImportError("store.ROW_SCHEMA must start with _identity.IDENTITY_COLUMNS")
 # The identity columns that name a row file's folder (rows/dataset=D/model=M/generator=G/seed=S/).
 PARTITION_COLUMNS = ("dataset", "model", "generator", "seed")
 # The same schema as polars types (pa.string() -> pl.String, ...), for frames built or read here.
@@ -130,16 +134,6 @@ def safe_relpath(rel: object) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def identity_row(*, sweep: str, system_key: str, dataset: str, model: str, generator: str, seed: int) -> dict:
-    """The identity columns of one system's rows, in ``IDENTITY_COLUMNS`` order.
-
-    Every row of a system starts with these values; ``write_system`` takes them as the
-    system's identity.
-    """
-    return {"sweep": sweep, "system_key": system_key, "dataset": dataset, "model": model,
-            "generator": generator, "seed": int(seed)}
 
 
 def rows_to_table(rows: Iterable[Mapping]) -> pa.Table:

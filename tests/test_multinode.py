@@ -128,3 +128,42 @@ def test_node_added_mid_sweep_gets_work(tmp_path):
         if ray.is_initialized():
             ray.shutdown()
         c.shutdown()
+
+
+def _most_at_once(manifests: list[dict]) -> int:
+    """The largest number of systems whose tasks overlapped in time (manifests' start/end times)."""
+    events = sorted([(m["started_at"], 1) for m in manifests] + [(m["ended_at"], -1) for m in manifests])
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def test_memory_resource_keeps_a_node_from_being_overpacked(tmp_path, monkeypatch):
+    """A node with 4 CPUs but memory for 2 system tasks runs at most 2 at a time; without the resource, more."""
+    from recourse_ray.sweep._tasks import memory_bytes
+
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    sweep = spec_mod.loads(SWEEP.replace("retrain_epochs: 20", "retrain_epochs: 200")
+                           .replace("setup: {pretrain_epochs: 5}", "setup: {pretrain_epochs: 5, n_samples: 400}"))
+    per_task = memory_bytes(400, 2)  # what the driver declares for 400 rows (train + test) of 2 features
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        c.add_node(num_cpus=4, memory=int(2.5 * per_task))
+        c.wait_for_nodes()
+        runs = {}
+        for label, declared in (("with", "1"), ("without", "0")):
+            monkeypatch.setenv("RECOURSE_RAY_TASK_MEMORY", declared)
+            root = tmp_path / label
+            outcome = run_sweep(sweep, str(root), address=c.address, progress=False)
+            assert outcome.exit_code == 0 and len(outcome.done) == 12
+            runs[label] = _most_at_once(ResultsStore(root).manifests())
+            ray.shutdown()
+        assert runs["with"] <= 2 < runs["without"], runs
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()

@@ -143,9 +143,27 @@ REFERENCE_DATA = ROOT.parent / "shared" / "reference" / "ard-v0.1.0" / "overlapp
 
 
 @pytest.mark.skipif(not REFERENCE_DATA.exists(), reason="the reference's data (../shared/reference) is absent")
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps" / "reference").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps" / "reference").glob("ard-*.yaml")), ids=lambda p: p.name)
 def test_reference_sweeps_validate_on_the_reference_data(path):
     s = spec.load(path)
     systems = s.systems()
     assert len(systems) == 60 and {x.dataset_options["split_column"] for x in systems} == {"split"}
     assert (s.simulation.selection == "lockstep") == (s.protocol.name == "ard-0.1.0")
+
+
+PUBLISHED = ROOT.parent / "shared" / "data" / "synthetic"
+
+
+@pytest.mark.skipif(not (PUBLISHED / "overlapping.csv").exists(), reason="the published data (../shared/data) is absent")
+@pytest.mark.parametrize("family", ["main", "mitigation"])
+def test_paper_sweeps_in_reference_mode_match_their_default_mode_sweeps(family):
+    """Same grid, data and rounds as sweeps/paper-<family>.yaml; the protocol sets the rest."""
+    from recourse_ray import data as data_mod
+
+    with data_mod.data_dir(PUBLISHED):
+        ref = spec.load(ROOT / "sweeps" / "reference" / f"paper-{family}-reference-mode.yaml")
+        default = spec.load(ROOT / "sweeps" / f"paper-{family}.yaml")
+    assert ref.protocol.name == "ard-0.1.0" and "run_settings" in ref.protocol.without
+    assert ref.grid == default.grid and ref.seeds == default.seeds
+    assert ref.simulation.rounds == default.simulation.rounds and ref.setup.n_samples == default.setup.n_samples
+    assert [x.dataset_preset for x in ref.systems()] == [x.dataset_preset for x in default.systems()]

@@ -23,3 +23,13 @@ def test_peak_window_forgets_an_earlier_task():
     small = np.ones(40 * 2**20 // 8)
     assert after + 30 < peak_rss_mb() < after + 100  # and sees this task's own allocation
     del small
+
+
+def test_a_worker_imports_neither_polars_nor_pyarrow():
+    """What a system task imports (the simulation, specs, the task bodies) leaves out the driver's storage stack."""
+    import subprocess
+
+    code = ("import sys; import recourse_ray, recourse_ray.simulation, recourse_ray.spec, recourse_ray.sweep._tasks; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'polars', 'pyarrow', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

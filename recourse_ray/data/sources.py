@@ -41,10 +41,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # polars is imported where it is used: Ray workers never load it
+    import polars as pl
 
 from recourse_ray import data as _data
 from recourse_ray._config import check_real
@@ -277,6 +279,7 @@ def convert_credit_default(raw: bytes) -> bytes:
     Raises:
         ValueError: for the workbook itself, unexpected columns or non-integer values.
     """
+    import polars as pl
     if raw[:4] in (b"\xd0\xcf\x11\xe0", b"PK\x03\x04"):
         raise ValueError(
             "this is the Excel workbook itself, which cannot be read without an extra package: open it in a "

@@ -22,10 +22,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # polars is imported where it is used: Ray workers never load it
+    import polars as pl
 
 from recourse_ray import data as _data
 from recourse_ray._config import is_int, is_real, param_message, short_repr
@@ -231,6 +233,7 @@ def _column_name(value: object, param: str, *, optional: bool = False) -> str | 
 
 def _read_frame(file: Path, name: str, missing_values: Sequence[str]) -> pl.DataFrame:
     """Every cell of ``file`` as text (None where missing); raises for a missing, empty or unparsable file."""
+    import polars as pl
     if file.is_dir():
         raise ValueError(f"Cannot load dataset {name!r}: {file} is a directory, not a CSV file.")
     if not file.is_file():
@@ -306,6 +309,7 @@ class _Cells:
 
     @classmethod
     def parse(cls, frame: pl.DataFrame) -> "_Cells":
+        import polars as pl
         text = frame.with_columns(pl.all().str.strip_chars())
         numbers = text.select(pl.all().cast(pl.Float64, strict=False))
         is_numeric = {c: numbers[c].null_count() == text[c].null_count() for c in text.columns}
@@ -313,6 +317,7 @@ class _Cells:
 
     def filter(self, keep: np.ndarray) -> "_Cells":
         """The rows where ``keep`` (n_rows,) bool is True."""
+        import polars as pl
         mask = pl.Series(keep)
         return _Cells(text=self.text.filter(mask), numbers=self.numbers.filter(mask), is_numeric=self.is_numeric)
 
@@ -344,6 +349,7 @@ def _check_numeric(cells: _Cells, features: list[str], categorical: tuple[str, .
 
 def _given_test_rows(cells: _Cells, split_column: str, problems: _Problems) -> np.ndarray | None:
     """(n_rows,) bool, True for the rows the split column marks ``test``; None after recording a problem."""
+    import polars as pl
     column = cells.text[split_column]
     known = column.is_in(list(SPLIT_VALUES)).fill_null(False).to_numpy()
     if known.all():
@@ -361,6 +367,7 @@ def _given_test_rows(cells: _Cells, split_column: str, problems: _Problems) -> n
 
 def _drop_missing_rows(cells: _Cells, name: str, problems: _Problems, file: Path) -> tuple[_Cells, np.ndarray | None]:
     """Drop every row with a missing cell, or NaN in a numeric column; returns (rows kept, keep mask or None)."""
+    import polars as pl
     missing_cells = cells.text.select(pl.all().is_null()).to_numpy()
     columns = cells.text.columns
     numeric_cols = [j for j, c in enumerate(columns) if cells.is_numeric[c]]
