@@ -41,7 +41,7 @@ from recourse_ray.store import (
 
 ROOT = Path(__file__).resolve().parents[1]
 # results written by an earlier version and committed with the paper's reports
-EARLIER_RESULTS = ROOT / "reports" / "paper-real-world" / "results" / "paper-real-world-credit"
+EARLIER_RESULTS = ROOT / "tests" / "data" / "earlier-version-results" / "paper-real-world-credit"  
 
 SPEC = """\
 name: report-test
