@@ -32,7 +32,7 @@ setup: {pretrain_epochs: 5}
 metrics: {n_permutations: 10, n_grid: 100, n_samples: 200}
 """
 
-N_METRICS_ROUND0 = 10  # domain x2, model x2, disagreement, decisiveness (study and code), perturbation, f1, accuracy
+N_METRICS_ROUND0 = 11  # domain x2, model x2, disagreement, decisiveness (study and code), perturbation, f1, accuracy, grid_saturation
 N_RECOURSE = 5
 N_TIMING = 3
 

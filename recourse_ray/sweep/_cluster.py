@@ -170,25 +170,31 @@ def check_address(address: str, *, timeout_s: float | None = None) -> None:
 def stop_signals():
     """Within the block, SIGTERM and SIGHUP raise ``Stopped`` (a KeyboardInterrupt), as Ctrl-C does.
 
+    Yields a list that holds the name of the signal once one arrived.
+
     So ``ray job stop``, a closed terminal or a container's stop cancel the systems in
     flight, keep what is committed and shut an embedded Ray down, instead of killing the
     driver half-way. Outside the main thread (where handlers cannot be set) nothing changes.
     """
+    received: list[str] = []  # the signal's name once one arrived (yielded: see below)
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def handler(signum, frame):
         # A second signal while in-flight work is being cancelled must not cut that short.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
+        received.append(signal.Signals(signum).name)
         raise Stopped(signum)
 
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         previous[sig] = signal.signal(sig, handler)
     try:
-        yield
+        # Ray may catch the Stopped raised inside one of its calls (ray.wait) and raise a
+        # plain KeyboardInterrupt instead: the caller reads the signal's name from here.
+        yield received
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)

@@ -307,9 +307,10 @@ def run_sweep(
     started_ray = connect(address, num_cpus=num_cpus, runtime_env=runtime_env)
     bar = Progress(total=len(systems), already=outcome.skipped, rounds_per_system=sweep.simulation.rounds, enabled=progress)
     previous_sigint = signal.getsignal(signal.SIGINT)
+    received: list[str] = []
     try:
         view = ClusterView(joined=address is not None or (not started_ray and _joined()), requested=max_in_flight)
-        with stop_signals():
+        with stop_signals() as received:
             if sweep.simulation.selection == "lockstep":
                 # Imported here: _lockstep builds on this module's setup and commit helpers.
                 from recourse_ray.sweep._lockstep import run_cohorts
@@ -320,7 +321,8 @@ def run_sweep(
                 _execute(todo, store, outcome, bar, store_states, view)
     except KeyboardInterrupt as exc:
         outcome.interrupted = True
-        how = f"Stopped by {exc.signal_name}" if isinstance(exc, Stopped) else "Interrupted"
+        name = exc.signal_name if isinstance(exc, Stopped) else (received[0] if received else None)
+        how = f"Stopped by {name}" if name else "Interrupted"
         logger.warning("%s: in-flight systems were cancelled; committed systems are kept.", how)
     except StorageError as exc:
         # Disk full, permissions, a vanished bucket: stop cleanly. Every committed system
