@@ -40,8 +40,8 @@ from recourse_ray.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# results written by an earlier version and committed with the paper's reports
-EARLIER_RESULTS = ROOT / "tests" / "data" / "earlier-version-results" / "paper-real-world-credit"  
+# Results written by an earlier version of the package (its manifests and rows, as committed then).
+EARLIER_RESULTS = ROOT / "tests" / "data" / "earlier-version-results" / "paper-real-world-credit"
 
 SPEC = """\
 name: report-test
