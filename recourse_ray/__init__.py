@@ -10,6 +10,7 @@ Layers (each a subpackage): ``data`` and ``models`` -> ``generators`` and ``metr
 from typing import TYPE_CHECKING
 
 from recourse_ray import data, generators, metrics, models
+from recourse_ray._lazy import lazy_getattr
 from recourse_ray.constraints import Constraints
 
 if TYPE_CHECKING:
@@ -20,16 +21,7 @@ if TYPE_CHECKING:
 # system, then never imports polars and pyarrow (about 100 MB of resident memory each).
 _LAZY = {"simulate": "_api", "plot_system": "_api", "SimulationResult": "_api",
          "run_sweep": "_sweep_api", "load_results": "_sweep_api", "build_report": "_sweep_api"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"recourse_ray.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'recourse_ray' has no attribute {name!r}")
+__getattr__ = lazy_getattr("recourse_ray", _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from recourse_ray._config import check_real
+from recourse_ray._registry import suggest
 from recourse_ray._rng import as_rng
 from recourse_ray.constraints import Constraints
 
@@ -210,3 +211,23 @@ class Dataset:
     def __repr__(self) -> str:
         n0, n1 = self.class_counts()
         return f"Dataset(name={self.name!r}, n_samples={self.n_samples}, n_features={self.n_features}, classes=({n0}, {n1}))"
+
+
+def check_options(dataset: str, options, valid, arguments: str) -> None:
+    """Refuse the options a loader does not take, each with its closest valid name.
+
+    Args:
+        dataset: the dataset's name, for the message. options: the options given.
+        valid: the option names the loader takes. arguments: its own arguments, listed
+            first in the message (``"seed, n_samples"``).
+
+    Raises:
+        TypeError: naming every unknown option.
+    """
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        hints = "".join(suggest(key, list(valid)) for key in unknown)
+        raise TypeError(
+            f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}.{hints} "
+            f"Valid options: {arguments}, {', '.join(valid)}."
+        )

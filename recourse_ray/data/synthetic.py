@@ -25,7 +25,7 @@ import numpy as np
 from recourse_ray._config import check_int, check_real
 from recourse_ray._registry import suggest
 from recourse_ray._rng import as_rng
-from recourse_ray.data._dataset import Dataset
+from recourse_ray.data._dataset import Dataset, check_options
 
 __all__ = [
     "blobs",
@@ -262,13 +262,7 @@ def published(
             f"Unknown published dataset {name!r}.{suggest(str(name), sorted(PUBLISHED_FILES))} "
             f"Valid names: {', '.join(PUBLISHED_FILES)}."
         )
-    unknown = [key for key in options if key not in _PUBLISHED_OPTIONS]
-    if unknown:
-        hints = "".join(suggest(key, _PUBLISHED_OPTIONS) for key in unknown)
-        raise TypeError(
-            f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}.{hints} "
-            f"Valid options: seed, n_samples, {', '.join(_PUBLISHED_OPTIONS)}."
-        )
+    check_options(name, options, _PUBLISHED_OPTIONS, "seed, n_samples")
     directory = _data.get_data_dir()
     path = directory / PUBLISHED_FILES[name]
     if not path.is_file():

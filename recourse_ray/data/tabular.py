@@ -33,7 +33,7 @@ from recourse_ray import data as _data
 from recourse_ray._config import is_int, is_real, param_message, short_repr
 from recourse_ray._registry import suggest
 from recourse_ray._rng import as_rng
-from recourse_ray.data._dataset import Dataset
+from recourse_ray.data._dataset import Dataset, check_options
 
 __all__ = [
     "load_csv",
@@ -666,13 +666,7 @@ _OPTIONS = (
 
 def _check_options(dataset: str, options: Mapping[str, Any], arguments: str) -> None:
     """Refuse options that ``load_csv`` does not take, with the closest match; ``arguments`` lists the loader's own."""
-    unknown = [key for key in options if key not in _OPTIONS]
-    if unknown:
-        hints = "".join(suggest(key, _OPTIONS) for key in unknown)
-        raise TypeError(
-            f"Unknown option(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}.{hints} "
-            f"Valid options: {arguments}, {', '.join(_OPTIONS)}."
-        )
+    check_options(dataset, options, _OPTIONS, arguments)
 
 
 def _named(

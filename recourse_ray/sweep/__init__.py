@@ -7,6 +7,8 @@ rows into the results dataset (``recourse_ray.store``).
 
 from typing import TYPE_CHECKING
 
+from recourse_ray._lazy import lazy_getattr
+
 if TYPE_CHECKING:
     from recourse_ray.sweep._cluster import ClusterError
     from recourse_ray.sweep._driver import SpecChanged, SweepOutcome, connect, plan, run_sweep
@@ -17,13 +19,4 @@ __all__ = ["run_sweep", "plan", "connect", "SweepOutcome", "SpecChanged", "Clust
 # (this package first) and so never loads the driver, the store, pyarrow or polars.
 _LAZY = {"ClusterError": "_cluster", "SpecChanged": "_driver", "SweepOutcome": "_driver", "connect": "_driver",
          "plan": "_driver", "run_sweep": "_driver"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"recourse_ray.sweep.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'recourse_ray.sweep' has no attribute {name!r}")
+__getattr__ = lazy_getattr("recourse_ray.sweep", _LAZY, globals())
